@@ -1,0 +1,135 @@
+"""Training recipes: typed configs read from YAML files in `training/configs/`.
+
+A recipe names the model to start from, the data mixture of each stage (the paper's gradual schedule is a
+list of stages), and the optimisation settings. Every setting lives here once; the trainer only reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from vglamm.errors import ConfigError
+
+
+@dataclass
+class DatasetSpec:
+    """One data source of a stage: a loader name (see `training.data.LOADERS`), its root and its sampling rate."""
+
+    loader: str
+    root: str
+    rate: float = 1.0
+    options: dict = field(default_factory=dict)  # passed to the loader (split, frames, templates ...)
+
+
+@dataclass
+class StageSpec:
+    """A stage of the gradual schedule: `steps` optimiser steps drawn from this mixture."""
+
+    name: str
+    steps: int
+    datasets: list[DatasetSpec]
+
+
+@dataclass
+class OptimConfig:
+    # Paper: AdamW lr 3e-4, betas (0.9, 0.95), no weight decay, 100 warmup steps then linear decay, clip 1.0.
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0  # the lr decays linearly from lr to lr * min_lr_ratio at the last step
+    grad_clip: float = 1.0
+    batch_size: int = 2  # samples per micro-batch per process
+    grad_accum: int = 10
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. `model` is a preset name ("tiny", "paper") or a `from_pretrained` dir."""
+
+    model: str = "tiny"
+    model_overrides: dict = field(default_factory=dict)  # e.g. {"trainable": "all", "decoder_mode": "temporal"}
+    stages: list[StageSpec] = field(default_factory=list)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    backend: str = "torch"  # "torch" (single process, any device) or "deepspeed" (ZeRO, many GPUs/nodes, or gloo on CPU)
+    zero_stage: int = 2
+    precision: str = "fp32"  # "fp32" | "bf16" (bf16 on GPU)
+    out_dir: str = "runs/default"
+    save_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    seed: int = 0
+    device: str | None = None  # default: cuda when available
+    export_dir: str | None = None  # merged-LoRA `from_pretrained` directory written at the end
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+    def stage_at(self, step: int) -> StageSpec:
+        """The stage that optimiser step `step` (0-based) belongs to."""
+        for stage in self.stages:
+            if step < stage.steps:
+                return stage
+            step -= stage.steps
+        return self.stages[-1]
+
+    def validate(self) -> "TrainConfig":
+        if not self.stages:
+            raise ConfigError("the recipe has no stages: add at least one under `stages:` with `steps` and `datasets`")
+        for stage in self.stages:
+            if stage.steps <= 0 or not stage.datasets:
+                raise ConfigError(f"stage '{stage.name}' needs steps > 0 and at least one dataset")
+            if any(d.rate <= 0 for d in stage.datasets):
+                raise ConfigError(f"stage '{stage.name}': every dataset rate must be > 0")
+        if self.backend not in ("torch", "deepspeed"):
+            raise ConfigError(f"backend must be 'torch' or 'deepspeed', not {self.backend!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown recipe keys: {sorted(unknown)}; known keys: {sorted(known)}")
+        stages = [StageSpec(name=s.get("name", f"stage{i}"), steps=int(s["steps"]),
+                            datasets=[DatasetSpec(**ds) for ds in s["datasets"]])
+                  for i, s in enumerate(d.pop("stages", []))]
+        optim = d.pop("optim", {}) or {}
+        if "betas" in optim:
+            optim["betas"] = tuple(optim["betas"])
+        return cls(stages=stages, optim=OptimConfig(**optim), **d).validate()
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML recipe. `overrides` are `key=value` strings with dotted keys (e.g. `optim.lr=1e-4`).
+
+    Relative dataset roots are taken from the current directory, as with any command-line path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist (recipes live in training/configs/)")
+    d = yaml.safe_load(path.read_text()) or {}
+    for item in overrides or []:
+        key, _, value = item.partition("=")
+        if not _:
+            raise ConfigError(f"override {item!r} is not key=value")
+        node = d
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    for stage in d.get("stages", []):
+        for ds in stage.get("datasets", []):
+            ds["root"] = str(Path(ds["root"]).expanduser())
+    return TrainConfig.from_dict(d)

@@ -1,0 +1,329 @@
+"""The training loop, readable in one sitting.
+
+    recipe → model → data mixture → optimiser + schedule → (DeepSpeed engine) → loop:
+        draw micro-batches → processor → model(batch) → backward → clip → step → log → checkpoint
+    → export (LoRA merged, `from_pretrained` directory)
+
+Exact resume: the data drawn at a step and every random number used in it are functions of (seed, step, rank)
+only, and a checkpoint holds the model, optimiser, schedule and step. So a run killed and resumed from its last
+checkpoint reaches the same weights as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from training.recipe import TrainConfig
+from vglamm.errors import ConfigError, MissingWeightsError
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+# ----------------------------------------------------------------------------------------------- set-up helpers
+def build_model(cfg: TrainConfig):
+    """A preset name builds fresh weights from its config; anything else is a `from_pretrained` source."""
+    from vglamm.modeling import VideoGLaMM, VideoGLaMMConfig
+
+    presets = {"tiny": VideoGLaMMConfig.tiny, "paper": VideoGLaMMConfig.paper}
+    if cfg.model in presets:
+        model_cfg = apply_overrides(presets[cfg.model](), cfg.model_overrides)
+        return VideoGLaMM.from_config(model_cfg)
+    return VideoGLaMM.from_pretrained(cfg.model, config_overrides=cfg.model_overrides or None)
+
+
+def apply_overrides(config, overrides: dict):
+    """Set dotted keys (``"llm.hidden_size": 64``) on a nested dataclass config, checking each key exists."""
+    import dataclasses
+
+    for key, value in (overrides or {}).items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = getattr(node, p)
+        if not dataclasses.is_dataclass(node) or leaf not in {f.name for f in dataclasses.fields(node)}:
+            raise ConfigError(f"model override {key!r} names no setting of {type(node).__name__}")
+        setattr(node, leaf, value)
+    return config
+
+
+def build_stage_data(cfg: TrainConfig):
+    """One list of (dataset, rate) per stage, datasets built once and shared between stages that name them."""
+    from training.data import build_dataset
+
+    cache: dict[tuple, object] = {}
+    stages = []
+    for stage in cfg.stages:
+        entries = []
+        for spec in stage.datasets:
+            key = (spec.loader, spec.root, json.dumps(spec.options, sort_keys=True))
+            if key not in cache:
+                cache[key] = build_dataset(spec.loader, spec.root, **spec.options)
+            entries.append((cache[key], spec.rate))
+        stages.append(entries)
+    return stages
+
+
+def draw_samples(entries, n: int, seed: int, step: int, rank: int):
+    """The samples of one micro-batch: a dataset by rate, then a record, from a generator keyed by the step."""
+    rng = np.random.default_rng([seed, step, rank])
+    rates = np.array([r for _, r in entries], dtype=np.float64)
+    picks = rng.choice(len(entries), size=n, p=rates / rates.sum())
+    return [entries[k][0][int(rng.integers(len(entries[k][0])))] for k in picks]
+
+
+def seed_everything(seed: int, step: int, rank: int) -> None:
+    """Seed every generator from (seed, step, rank), so a resumed step replays the same randomness."""
+    s = int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to 1, then linear decay to `min_lr_ratio` at the last step (the paper's WarmupDecayLR)."""
+    o = cfg.optim
+    if step < o.warmup_steps:
+        return (step + 1) / o.warmup_steps
+    span = max(1, cfg.total_steps - o.warmup_steps)
+    progress = min(1.0, (step - o.warmup_steps) / span)
+    return 1.0 - (1.0 - o.min_lr_ratio) * progress
+
+
+def to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def _distributed_env() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def list_checkpoints(out_dir: Path) -> list[Path]:
+    found = [p for p in out_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.json").exists()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def latest_checkpoint(path: Path) -> Path:
+    """`path` is a checkpoint folder, or a run folder whose newest complete checkpoint is taken."""
+    path = Path(path)
+    if (path / "trainer_state.json").exists():
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        raise MissingWeightsError(f"no complete checkpoint under {path}: nothing to resume from "
+                                  f"(checkpoints are folders named {CHECKPOINT_PREFIX}<step> with trainer_state.json)")
+    return found[-1]
+
+
+def save_checkpoint(out_dir: Path, step: int, model, optimizer, scheduler, engine, cfg: TrainConfig, rank: int):
+    """Write into a temporary folder and rename it: a crash mid-write leaves the previous checkpoint intact."""
+    final = out_dir / f"{CHECKPOINT_PREFIX}{step}"
+    tmp = out_dir / f".tmp-{CHECKPOINT_PREFIX}{step}"
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()
+    if engine is not None:
+        engine.save_checkpoint(str(tmp), tag="state")
+    elif rank == 0:
+        trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+        torch.save({"model": trainable, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                   tmp / "state.pt")
+    _barrier()
+    if rank == 0:
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "recipe": cfg.to_dict()}, indent=2))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in list_checkpoints(out_dir)[:-cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+    return final
+
+
+def load_checkpoint(ckpt: Path, model, optimizer, scheduler, engine) -> int:
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    if engine is not None:
+        engine.load_checkpoint(str(ckpt), tag="state")
+    else:
+        blob = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+        missing = model.load_state_dict(blob["model"], strict=False)
+        if missing.unexpected_keys:
+            raise MissingWeightsError(f"{ckpt} holds parameters this model lacks: {missing.unexpected_keys[:5]}")
+        optimizer.load_state_dict(blob["optimizer"])
+        scheduler.load_state_dict(blob["scheduler"])
+    return int(state["step"])
+
+
+def _barrier():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True):
+    """Run the recipe. Returns the trained model (rank 0 writes checkpoints, the loss log and the export)."""
+    cfg.validate()
+    out_dir = Path(cfg.out_dir)
+    rank, world = _distributed_env()
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+
+    # 1. Model and data.
+    seed_everything(cfg.seed, -1, 0)  # model initialisation is identical on every rank and every resume
+    model = build_model(cfg).to(device)
+    stage_data = build_stage_data(cfg)
+
+    # 2. Optimiser over the trainable parameters only (frozen ones get no state), and the schedule.
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("the model has no trainable parameters: check `model_overrides` (trainable set)")
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+
+    # 3. DeepSpeed wraps model and optimiser when asked for (ZeRO, bf16, many GPUs or gloo on a CPU).
+    engine = None
+    if cfg.backend == "deepspeed":
+        engine = _deepspeed_engine(cfg, model, optimizer, scheduler, device)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
+                if cfg.precision == "bf16" and engine is None else contextlib.nullcontext())
+
+    # 4. Resume.
+    start = 0
+    if resume is not None:
+        ckpt = latest_checkpoint(resume)
+        start = load_checkpoint(ckpt, model, optimizer, scheduler, engine)
+        if rank == 0:
+            print(f"resumed from {ckpt} at step {start}")
+    log = _LossLog(out_dir / "log.csv", start) if rank == 0 else None
+
+    # 5. The loop: one optimiser step per iteration, `grad_accum` micro-batches each.
+    model.train()
+    end = cfg.total_steps
+    bar = tqdm(range(start, end), initial=start, total=cfg.total_steps, disable=not progress or rank != 0,
+               desc="train")
+    for step in bar:
+        seed_everything(cfg.seed, step, rank)
+        entries = stage_data[_stage_index(cfg, step)]
+        t0 = time.perf_counter()
+        totals: dict[str, float] = {}
+        for micro in range(o.grad_accum):
+            samples = draw_samples(entries, o.batch_size, cfg.seed, step * o.grad_accum + micro, rank)
+            batch = to_device(model.processor(samples), device)
+            with autocast:
+                out = (engine or model)(batch)
+            for k in ("loss", "ce_loss", "bce_loss", "dice_loss"):
+                v = getattr(out, k, None)
+                if v is not None:
+                    totals[k] = totals.get(k, 0.0) + float(v.detach()) / o.grad_accum
+            if engine is not None:
+                engine.backward(out.loss)
+                engine.step()  # applies the update (with clipping) at the accumulation boundary only
+            else:
+                (out.loss / o.grad_accum).backward()
+        if engine is None:
+            if o.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        if log is not None and (done % cfg.log_every == 0 or done == end):
+            lr = engine.get_lr()[0] if engine is not None else scheduler.get_last_lr()[0]
+            log.write(done, totals, lr, time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{totals['loss']:.3f}")
+        if done % cfg.save_every == 0 or done == end:
+            save_checkpoint(out_dir, done, model, optimizer, scheduler, engine, cfg, rank)
+
+    # 6. Export a `from_pretrained` directory with LoRA merged.
+    if cfg.export_dir and rank == 0:
+        export(model, cfg.export_dir)
+    return model
+
+
+def _stage_index(cfg: TrainConfig, step: int) -> int:
+    for i, stage in enumerate(cfg.stages):
+        if step < stage.steps:
+            return i
+        step -= stage.steps
+    return len(cfg.stages) - 1
+
+
+def export(model, out_dir: str | Path) -> Path:
+    """Save a `VideoGLaMM.from_pretrained` directory with LoRA weights merged into the LLM."""
+    model.save_pretrained(out_dir, merge_lora=True)
+    return Path(out_dir)
+
+
+def _deepspeed_engine(cfg: TrainConfig, model, optimizer, scheduler, device):
+    import deepspeed
+
+    if "RANK" not in os.environ:  # single process launched by hand: describe a one-process world
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+    o = cfg.optim
+    ds_config = {
+        "train_micro_batch_size_per_gpu": o.batch_size,
+        "gradient_accumulation_steps": o.grad_accum,
+        "gradient_clipping": o.grad_clip,
+        "zero_optimization": {"stage": cfg.zero_stage, "contiguous_gradients": True, "overlap_comm": True},
+        "bf16": {"enabled": cfg.precision == "bf16"},
+        "steps_per_print": 10**9,
+    }
+    # A torch optimiser object, not an "optimizer" block: the block would JIT-compile C++ ops (a minute on CPU).
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=ds_config)
+    return engine
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _LossLog:
+    """CSV loss log; on resume, rows past the resumed step are dropped so the log matches the weights."""
+
+    FIELDS = ["step", "loss", "ce_loss", "bce_loss", "dice_loss", "lr", "seconds"]
+
+    def __init__(self, path: Path, start: int):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = []
+        if path.exists() and start > 0:
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, self.FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+
+    def write(self, step: int, totals: dict, lr: float, seconds: float) -> None:
+        row = {"step": step, "lr": f"{lr:.3e}", "seconds": f"{seconds:.3f}"}
+        row.update({k: f"{v:.5f}" for k, v in totals.items()})
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.FIELDS).writerow(row)
