@@ -1,0 +1,1 @@
+"""Training layer of vglamm: data loaders, the trainer, synthetic data and annotation tools."""
