@@ -1,0 +1,163 @@
+import dataclasses
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vglamm.errors import ConfigError, MaskError, MissingWeightsError
+from vglamm.modeling.pixel_decoder import FrameFeatures, PixelDecoderConfig, SAM2PixelDecoder
+
+T, N, H, W = 5, 3, 36, 52
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    torch.manual_seed(0)
+    return SAM2PixelDecoder(PixelDecoderConfig.tiny()).eval()
+
+
+@pytest.fixture(scope="module")
+def frames():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(T, H, W, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return torch.randn(N, 256, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def features(decoder, frames):
+    with torch.no_grad():
+        return decoder.encode_frames(decoder.preprocess(frames))
+
+
+def test_config_roundtrip():
+    for cfg in (PixelDecoderConfig.tiny(), PixelDecoderConfig.paper()):
+        d = dataclasses.asdict(cfg)
+        assert PixelDecoderConfig(**json.loads(json.dumps(d))) == cfg
+    with pytest.raises(ConfigError):
+        SAM2PixelDecoder(PixelDecoderConfig(prompt_dim=128))
+
+
+def test_preprocess_and_features(decoder, frames, features):
+    px = decoder.preprocess(frames)
+    assert px.shape == (T, 3, 128, 128) and px.dtype == torch.float32
+    assert decoder.preprocess(torch.from_numpy(frames)).allclose(px)
+    with pytest.raises(MaskError):
+        decoder.preprocess(frames.astype(np.float32))
+    assert isinstance(features, FrameFeatures) and features.num_frames == T
+    assert features.image_embed.shape == (T, 256, 8, 8)
+
+
+@pytest.mark.parametrize("mode", ["framewise", "temporal"])
+def test_shapes_and_objects_independent(decoder, features, prompts, mode):
+    with torch.no_grad():
+        batched = decoder.decode(features, prompts, mode=mode)
+        alone = torch.cat([decoder.decode(features, prompts[i : i + 1], mode=mode) for i in range(N)])
+    assert batched.shape == (N, T, 32, 32)
+    torch.testing.assert_close(batched, alone, atol=1e-4, rtol=1e-4)
+
+
+def test_modes_differ_after_first_frame(decoder, features, prompts):
+    with torch.no_grad():
+        fw = decoder.decode(features, prompts, mode="framewise")
+        tp = decoder.decode(features, prompts, mode="temporal")
+    # frame 0 has no memory in both modes: identical; later frames read memory in temporal mode
+    torch.testing.assert_close(fw[:, 0], tp[:, 0], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(fw[:, 1:], tp[:, 1:], atol=1e-3)
+
+
+def test_bad_mode_and_prompts(decoder, features, prompts):
+    with pytest.raises(ConfigError):
+        decoder.decode(features, prompts, mode="nope")
+    with pytest.raises(MaskError):
+        decoder.decode(features, prompts[:, :100])
+
+
+@pytest.mark.parametrize("mode", ["framewise", "temporal"])
+def test_gradients_reach_prompts_and_mask_decoder(decoder, features, prompts, mode):
+    decoder.zero_grad()
+    p = prompts.clone().requires_grad_(True)
+    feats = FrameFeatures(features.image_embed[:3], [x[:3] for x in features.high_res], features.pos_embed[:3])
+    logits = decoder.decode(feats, p, mode=mode)
+    target = torch.zeros_like(logits)
+    target[..., 8:24, 8:24] = 1
+    F.binary_cross_entropy_with_logits(logits, target).backward()
+    assert p.grad is not None and p.grad.abs().sum() > 0
+    # every object's prompt receives gradient from its own masks
+    assert (p.grad.abs().sum(1) > 0).all()
+    mdec = decoder.sam.sam_mask_decoder
+    assert mdec.output_hypernetworks_mlps[0].layers[0].weight.grad.abs().sum() > 0
+    assert mdec.transformer.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+    if mode == "temporal":
+        # frames after the first read memory: the memory encoder takes part in the graph
+        assert decoder.sam.memory_encoder.pix_feat_proj.weight.grad.abs().sum() > 0
+    decoder.zero_grad()
+
+
+@pytest.mark.parametrize("mode", ["framewise", "temporal"])
+def test_predict_video_streams_like_decode(decoder, frames, features, prompts, mode):
+    with torch.no_grad():
+        logits = decoder.decode(features, prompts, mode=mode)
+    expected = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False) > 0
+    streamed = decoder.predict_video(iter(list(frames)), prompts, (H, W), mode=mode, chunk=2)
+    assert streamed.shape == (N, T, H, W) and streamed.dtype == torch.bool
+    assert torch.equal(streamed, expected)
+    whole = decoder.predict_video(frames, prompts, (H, W), mode=mode, chunk=8)
+    assert torch.equal(whole, expected)
+
+
+def test_temporal_memory_is_bounded(decoder, prompts):
+    frames = np.random.default_rng(3).integers(0, 256, size=(20, 32, 32, 3), dtype=np.uint8)
+    state = decoder._new_temporal_state()
+    with torch.no_grad():
+        feats = decoder.encode_frames(decoder.preprocess(frames))
+        for t in range(20):
+            decoder._temporal_step(state, feats.frame(t), prompts, t)
+    non_cond = state.output_dict["non_cond_frame_outputs"]
+    with_mem = [k for k, v in non_cond.items() if v["maskmem_features"] is not None]
+    assert len(state.output_dict["cond_frame_outputs"]) == 1
+    assert len(with_mem) == decoder.sam.num_maskmem - 1
+    assert len(non_cond) == decoder.sam.max_obj_ptrs_in_encoder - 1
+
+
+def test_checkpoint_roundtrip(tmp_path, decoder, features, prompts):
+    path = tmp_path / "sam2_tiny.pt"
+    torch.save({"model": decoder.sam.state_dict()}, path)
+    torch.manual_seed(123)  # different random init, then overwritten by the checkpoint
+    cfg = dataclasses.replace(PixelDecoderConfig.tiny(), ckpt_path=str(path))
+    loaded = SAM2PixelDecoder(cfg).eval()
+    with torch.no_grad():
+        for mode in ("framewise", "temporal"):
+            torch.testing.assert_close(loaded.decode(features, prompts, mode), decoder.decode(features, prompts, mode))
+
+
+def test_checkpoint_errors(tmp_path, decoder):
+    sd = decoder.sam.state_dict()
+    missing = {k: v for k, v in sd.items() if k != "no_mem_embed"}
+    torch.save({"model": missing}, tmp_path / "missing.pt")
+    bad = dict(sd)
+    bad["no_mem_embed"] = torch.zeros(1, 1, 7)
+    torch.save({"model": bad}, tmp_path / "bad.pt")
+    base = PixelDecoderConfig.tiny()
+    with pytest.raises(MissingWeightsError, match="no_mem_embed"):
+        SAM2PixelDecoder(dataclasses.replace(base, ckpt_path=str(tmp_path / "missing.pt")))
+    with pytest.raises(ConfigError, match="no_mem_embed"):
+        SAM2PixelDecoder(dataclasses.replace(base, ckpt_path=str(tmp_path / "bad.pt")))
+    with pytest.raises(MissingWeightsError):
+        SAM2PixelDecoder(dataclasses.replace(base, ckpt_path=str(tmp_path / "absent.pt")))
+
+
+def test_report_cpu_time_per_frame(decoder, prompts):
+    """Prints timings for the report; asserts nothing about them."""
+    frames = np.random.default_rng(4).integers(0, 256, size=(8, 240, 320, 3), dtype=np.uint8)
+    for mode in ("framewise", "temporal"):
+        t0 = time.perf_counter()
+        decoder.predict_video(frames, prompts[:1], (240, 320), mode=mode)
+        dt = (time.perf_counter() - t0) / len(frames)
+        print(f"\n[pixel_decoder tiny 128px] predict_video {mode}: {dt * 1000:.1f} ms/frame (1 object)")
