@@ -188,3 +188,37 @@ class GroundedDataset:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, samples={len(self)})"
+
+
+def probe_num_frames(path: str | os.PathLike) -> int:
+    """Frame count of a video file or frame folder (via ``vglamm.io.video``)."""
+    from vglamm.io.video import probe_video
+
+    return int(probe_video(path).num_frames)
+
+
+def read_video_frames(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
+    """The frames at ``indices`` (sorted source indices) of a video file or frame folder, (T, H, W, 3) uint8."""
+    from vglamm.io.video import iter_video
+
+    got = dict(iter_video(path, indices=[int(i) for i in indices]))
+    missing = [int(i) for i in indices if int(i) not in got]
+    if missing:
+        raise DataFormatError(f"{path}: frames {missing[:5]} could not be decoded (the video is shorter than "
+                              f"its header says?)")
+    return np.stack([got[int(i)] for i in indices])
+
+
+def read_index_png(path: str | os.PathLike) -> np.ndarray:
+    """An indexed (palette, DAVIS-style) or grayscale PNG -> (H, W) integer label map (palette indices, not colours)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("P", "L", "I", "I;16"):
+                return np.asarray(im).astype(np.int64)
+            if im.mode in ("1",):
+                return np.asarray(im).astype(np.int64)
+            return np.asarray(im.convert("L")).astype(np.int64)
+    except (OSError, ValueError) as e:
+        raise DataFormatError(f"cannot read mask {path}: {e}") from e
