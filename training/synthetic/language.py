@@ -1,0 +1,205 @@
+"""Language for synthetic clips: a unique noun phrase per object, grounded captions, referring expressions.
+
+Every expression is a query over object attributes (category, colour, size, direction, stops, static); it is
+kept only when exactly one object in the clip satisfies it, so no expression is ambiguous by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .world import Scene, SceneObject
+
+GCG_QUESTIONS: tuple[str, ...] = (
+    "Could you please give me a detailed description of the video? Please respond with interleaved "
+    "segmentation masks for the corresponding parts of the answer.",
+    "Can you provide a thorough description of this video? Please output with interleaved segmentation masks "
+    "for the corresponding phrases.",
+    "Please describe in detail the contents of the video. Please respond with interleaved segmentation masks "
+    "for the corresponding phrases.",
+    "Could you give a comprehensive explanation of what can be found within this video? Please output with "
+    "interleaved segmentation masks for the corresponding phrases.",
+    "Could you give me an elaborate explanation of this video? Please respond with interleaved segmentation "
+    "masks for the corresponding phrases.",
+    "Could you provide me with a detailed analysis of this video? Please output with interleaved segmentation "
+    "masks for the corresponding phrases.",
+)
+
+REFER_QUESTIONS: tuple[str, ...] = (
+    "Can you segment {} in this video?",
+    "Please segment {} in this video.",
+    "What is {} in this video? Please respond with a segmentation mask.",
+    "Where is {} in this video? Please output a segmentation mask.",
+)
+
+REFER_ANSWERS: tuple[str, ...] = ("It is [SEG].", "Sure, [SEG].", "Sure, it is [SEG].", "[SEG].")
+
+_VERB = {  # present participle used in motion expressions ("the car driving left")
+    "car": "driving", "truck": "driving", "ball": "rolling", "box": "sliding", "person": "walking",
+}
+_VERB_3RD = {"car": "drives", "truck": "drives", "ball": "rolls", "box": "slides", "person": "walks"}
+_STILL = {"car": "is parked", "truck": "is parked", "ball": "lies still", "box": "stays in place",
+          "person": "stands still"}
+_DIR_WORDS = {"left": "to the left", "right": "to the right", "up": "upward", "down": "downward"}
+
+
+def attributes(obj: SceneObject) -> dict:
+    """The facts expressions may refer to."""
+    return {"category": obj.category, "colour": obj.colour, "size": obj.size, "direction": obj.direction,
+            "stops": obj.stops, "static": not obj.moves}
+
+
+def matching(scene: Scene, query: dict) -> list[int]:
+    """Ids of the objects whose attributes agree with every key of ``query``."""
+    return [o.obj_id for o in scene.objects if all(attributes(o)[k] == v for k, v in query.items())]
+
+
+@dataclass(frozen=True)
+class Expression:
+    text: str
+    obj_ids: tuple[int, ...]
+    kind: str  # "attribute" | "motion"
+    query: dict = field(hash=False, compare=False, default_factory=dict)
+
+
+def _attribute_candidates(o: SceneObject) -> list[tuple[str, dict]]:
+    c, col, s = o.category, o.colour, o.size
+    return [
+        (f"the {col} {c}", {"colour": col, "category": c}),
+        (f"the {s} {c}", {"size": s, "category": c}),
+        (f"the {s} {col} {c}", {"size": s, "colour": col, "category": c}),
+        (f"the {col} object", {"colour": col}),
+        (f"the {c}", {"category": c}),
+    ]
+
+
+def _motion_candidates(o: SceneObject) -> list[tuple[str, dict]]:
+    c = o.category
+    if not o.moves:
+        return [
+            (f"the {c} that does not move", {"category": c, "static": True}),
+            ("the object that stays still", {"static": True}),
+            (f"the static {c}", {"category": c, "static": True}),
+        ]
+    d = o.direction
+    out = [
+        (f"the object moving {d}", {"direction": d}),
+        (f"the {c} moving {d}", {"category": c, "direction": d}),
+        (f"the {c} {_VERB[c]} {d}", {"category": c, "direction": d}),
+    ]
+    if o.stops:
+        out += [
+            (f"the {c} that stops", {"category": c, "stops": True}),
+            ("the object that stops", {"stops": True}),
+            (f"the {c} that moves {d} and then stops", {"category": c, "direction": d, "stops": True}),
+        ]
+    else:
+        out += [
+            (f"the {c} that keeps moving {d}", {"category": c, "direction": d, "stops": False}),
+            ("the object that keeps moving " + d, {"direction": d, "stops": False}),
+        ]
+    return out
+
+
+def referring_expressions(scene: Scene, rng: np.random.Generator, per_object: int = 2) -> list[Expression]:
+    """Up to ``per_object`` attribute and ``per_object`` motion expressions per object, each matching exactly one."""
+    out: list[Expression] = []
+    for o in scene.objects:
+        for kind, candidates in (("attribute", _attribute_candidates(o)), ("motion", _motion_candidates(o))):
+            unique = [(text, q) for text, q in candidates if matching(scene, q) == [o.obj_id]]
+            if not unique:
+                continue
+            pick = rng.permutation(len(unique))[:per_object]
+            out.extend(Expression(unique[i][0], (o.obj_id,), kind, unique[i][1]) for i in sorted(pick))
+    return out
+
+
+def _indefinite(noun_phrase: str) -> str:
+    return ("an " if noun_phrase[0] in "aeiou" else "a ") + noun_phrase
+
+
+def object_phrase(scene: Scene, o: SceneObject, rng: np.random.Generator) -> str:
+    """A short indefinite noun phrase naming ``o`` and no other object in the clip ("a red car")."""
+    c, col, s = o.category, o.colour, o.size
+    options = [(_indefinite(f"{col} {c}"), {"colour": col, "category": c}),
+               (_indefinite(f"{s} {col} {c}"), {"size": s, "colour": col, "category": c})]
+    unique = [text for text, q in options if matching(scene, q) == [o.obj_id]]
+    # Identities are distinct by construction, so the full phrase is always unique; sometimes use it anyway for variety.
+    if len(unique) > 1 and rng.random() < 0.3:
+        return unique[1]
+    return unique[0]
+
+
+def _motion_clause(o: SceneObject) -> str:
+    if not o.moves:
+        return _STILL[o.category]
+    clause = f"{_VERB_3RD[o.category]} {_DIR_WORDS[o.direction]}"
+    return clause + " and then stops" if o.stops else clause
+
+
+@dataclass
+class GroundedCaption:
+    """A caption whose noun phrases are tied to objects; phrases appear in ``obj_ids`` order."""
+
+    text: str  # plain caption
+    spans: list[tuple[int, int]]  # character [start, end) of each phrase in ``text``
+    obj_ids: list[int]  # the object each phrase names
+
+    @property
+    def phrases(self) -> list[str]:
+        return [self.text[a:b] for a, b in self.spans]
+
+    def grounded(self) -> str:
+        """``... <p> a red car </p> [SEG] ...``: the form the model writes."""
+        out, pos = [], 0
+        for a, b in self.spans:
+            out.append(self.text[pos:a])
+            out.append(f"<p> {self.text[a:b]} </p> [SEG]")
+            pos = b
+        out.append(self.text[pos:])
+        return "".join(out)
+
+    def bracketed(self) -> str:
+        """``... [a red car](1) ...``: the MeViS/VidSTG-GCG caption form."""
+        out, pos = [], 0
+        for (a, b), oid in zip(self.spans, self.obj_ids):
+            out.append(self.text[pos:a])
+            out.append(f"[{self.text[a:b]}]({oid})")
+            pos = b
+        out.append(self.text[pos:])
+        return "".join(out)
+
+    def word_positions(self) -> list[list[int]]:
+        """Indices (in ``text.split()``) of each phrase's words."""
+        starts, pos = [], 0
+        for word in self.text.split():
+            pos = self.text.index(word, pos)
+            starts.append(pos)
+            pos += len(word)
+        return [[i for i, s in enumerate(starts) if a <= s < b] for a, b in self.spans]
+
+
+def grounded_caption(scene: Scene, rng: np.random.Generator) -> GroundedCaption:
+    """One or two sentences mentioning every object once, left to right by where it starts."""
+    objs = sorted(scene.objects, key=lambda o: (o.start[0], o.obj_id))
+    clauses = [(object_phrase(scene, o, rng), _motion_clause(o), o.obj_id) for o in objs]
+    bg = scene.background.describe()
+    opener = (f"On {bg}, " if scene.background.kind == "road" else
+              str(rng.choice([f"In front of {bg}, ", f"Against {bg}, ", "In this video, ", "In the clip, "])))
+    text, spans, ids = opener, [], []
+
+    def add(phrase: str, rest: str, oid: int) -> None:
+        nonlocal text
+        spans.append((len(text), len(text) + len(phrase)))
+        ids.append(oid)
+        text += phrase + " " + rest
+
+    # Two clauses per sentence ("A ..., while B ..."), a new sentence after each pair.
+    for i, (phrase, rest, oid) in enumerate(clauses):
+        if i > 0:
+            text += " while " if i % 2 == 1 else ". Meanwhile, "
+        add(phrase, rest, oid)
+    text += "."
+    return GroundedCaption(text=text, spans=spans, obj_ids=ids)
