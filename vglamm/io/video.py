@@ -189,16 +189,17 @@ def _wanted(indices) -> dict[int, int] | None:
     return dict(zip(uniq.tolist(), counts.tolist()))
 
 
-def _warn_short(path, wanted: dict[int, int] | None, n_decoded: int) -> None:
+def _warn_short(path, wanted: dict[int, int] | None, n_decoded: int, expected: int = 0) -> None:
     if n_decoded == 0:
         raise VideoReadError(f"{path}: no frame could be decoded. The file is empty, truncated or corrupted; "
                              "re-export or re-download it.")
-    if wanted and max(wanted) >= n_decoded:
-        warnings.warn(f"{path}: only {n_decoded} frames decode (frames up to {max(wanted)} were requested); the "
-                      "file is probably truncated. Returning the frames that decoded.", stacklevel=3)
+    needed = max(wanted) + 1 if wanted else expected
+    if needed > n_decoded:
+        warnings.warn(f"{path}: only {n_decoded} frames decode but {needed} were expected; the file is probably "
+                      "truncated. Returning the frames that decoded.", stacklevel=3)
 
 
-def _iter_pyav(path: Path, wanted: dict[int, int] | None) -> Iterator[tuple[int, float, np.ndarray]]:
+def _iter_pyav(path: Path, wanted: dict[int, int] | None, expected: int) -> Iterator[tuple[int, float, np.ndarray]]:
     container = _open(path)
     last = max(wanted) if wanted else None
     n = -1
@@ -225,7 +226,7 @@ def _iter_pyav(path: Path, wanted: dict[int, int] | None) -> Iterator[tuple[int,
                     yield n, t, rgb
     finally:
         container.close()
-    _warn_short(path, wanted, n + 1)
+    _warn_short(path, wanted, n + 1, expected)
 
 
 def _iter_decord(path: Path, wanted: dict[int, int] | None, chunk: int = 16):
@@ -246,7 +247,10 @@ def _iter_decord(path: Path, wanted: dict[int, int] | None, chunk: int = 16):
     _warn_short(path, wanted, n_total)
     for start in range(0, len(order), chunk):
         batch = order[start:start + chunk]
-        frames = reader.get_batch(batch).asnumpy()
+        try:
+            frames = reader.get_batch(batch).asnumpy()
+        except decord.DECORDError as e:
+            raise VideoReadError(f"decord failed on {path} ({str(e).splitlines()[0]}); use backend='pyav'.") from e
         for i, rgb in zip(batch, frames):
             yield i, i / rate, rgb
 
@@ -272,7 +276,7 @@ def _iter_source(path: Path, info: VideoInfo, wanted, backend: str):
     if path.is_dir():
         return _iter_folder(_frame_files(path), wanted, info.fps)
     if backend == "pyav":
-        return _iter_pyav(path, wanted)
+        return _iter_pyav(path, wanted, info.num_frames)
     if backend == "decord":
         return _iter_decord(path, wanted)
     raise ConfigError(f"unknown video backend {backend!r}; use 'pyav' or 'decord'.")
@@ -398,7 +402,10 @@ class _AudioCopier:
             self.stream = out.add_stream_from_template(in_stream)
         else:
             self.stream = out.add_stream("aac", rate=in_stream.codec_context.sample_rate or 48000)
-            self.stream.layout = in_stream.codec_context.layout
+            # WAV often declares "N channels" without an order, which the AAC encoder refuses: use the standard one.
+            n = in_stream.codec_context.layout.nb_channels
+            self.stream.layout = {1: "mono", 2: "stereo"}.get(n, in_stream.codec_context.layout.name)
+            self.stream.format = "fltp"  # the only sample format FFmpeg's AAC encoder takes
         self.packets = self._packets(in_stream)
         self.pending = next(self.packets, None)
 
