@@ -98,7 +98,8 @@ def test_fps_is_exact(tmp_path, fps):
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
         assert stream.average_rate == exact_rate(fps) and stream.frames == 5
-    assert exact_rate(29.97) == Fraction(30000, 1001)
+    assert exact_rate(29.97) == Fraction(30000, 1001) and exact_rate(59.94) == Fraction(60000, 1001)
+    assert [exact_rate(r) for r in (5, 24, 30, 12.5)] == [5, 24, 30, Fraction(25, 2)]
 
 
 def test_odd_size_padded_by_edge_replication(tmp_path):

@@ -358,7 +358,8 @@ def exact_rate(fps: float | Fraction) -> Fraction:
         if not fps or fps <= 0:
             raise VideoWriteError(f"fps must be positive, got {fps}.")
         ntsc = Fraction(round(fps * 1.001) * 1000, 1001)
-        rate = ntsc if abs(float(ntsc) - fps) < 5e-3 else Fraction(fps).limit_denominator(1001)
+        # Within 0.01 % of an NTSC rate (5 is 0.1 % from 4.995, so it stays 5).
+        rate = ntsc if abs(float(ntsc) - fps) < 1e-4 * fps else Fraction(fps).limit_denominator(1001)
     if rate <= 0:
         raise VideoWriteError(f"fps must be positive, got {fps}.")
     return rate
