@@ -1,0 +1,51 @@
+"""Adapters between the vision and language sides.
+
+* :class:`VisionAdapter` (V→L, one per encoder): Linear-GELU-Linear into the LLM width, then average pooling of each
+  frame's token grid. Parameters ``proj.0`` / ``proj.2`` correspond to the reference's ``mm_projector.{0,2}``
+  (video) and ``image_mm_projector.{0,2}`` (CLIP).
+* :class:`SegAdapter` (L→V): Linear-ReLU-Linear from the LLM width to SAM2's prompt width. ``proj.0`` / ``proj.2``
+  correspond to the reference's ``text_hidden_fcs.0.{0,2}``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class VisionAdapter(nn.Module):
+    """(B,T,N,D_vis) encoder tokens → (B, T·pool², D_llm) LLM tokens, frame-major.
+
+    Projection comes before pooling, as in the reference (pooling after the MLP is not the same as before it).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, pool: int):
+        super().__init__()
+        self.pool = pool
+        self.proj = nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, t, n, _ = tokens.shape
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError(f"expected a square token grid per frame, got {n} tokens")
+        x = self.proj(tokens.to(self.proj[0].weight.dtype))
+        d = x.shape[-1]
+        if side != self.pool:
+            grid = x.reshape(b * t, side, side, d).permute(0, 3, 1, 2)
+            x = F.adaptive_avg_pool2d(grid, self.pool).permute(0, 2, 3, 1)
+        return x.reshape(b, t * self.pool * self.pool, d)
+
+
+class SegAdapter(nn.Module):
+    """Hidden states that predict ``[SEG]`` (…, D_llm) → SAM2 prompt tokens (…, seg_dim)."""
+
+    def __init__(self, in_dim: int, out_dim: int = 256):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(), nn.Linear(in_dim, out_dim))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.proj(hidden.to(self.proj[0].weight.dtype))

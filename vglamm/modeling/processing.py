@@ -1,0 +1,242 @@
+"""Turning GroundedSamples into model batches: chat template, [SEG] labels, pixels for each encoder, target masks.
+
+Sequence layout of one sample (Phi-3 template; ``<video>`` is one placeholder id the model expands into
+``[CLIP tokens of every frame][InternVideo2 tokens of every frame]``)::
+
+    <|system|>\\n{system}<|end|>\\n<|user|>\\n<video>\\n{question}<|end|>\\n<|assistant|>\\n{answer}<|end|>...
+
+Labels are -100 everywhere except the assistant answers (their ``[SEG]`` and closing ``<|end|>`` included).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vglamm.errors import DataFormatError
+from vglamm.io.sampling import uniform_indices
+from vglamm.modeling.configuration import IGNORE_INDEX, VIDEO_PLACEHOLDER_ID, VideoGLaMMConfig
+from vglamm.modeling.image_encoder import clip_preprocess
+from vglamm.modeling.language_model import END_OF_TURN
+from vglamm.modeling.video_encoder import preprocess_frames as video_preprocess
+from vglamm.sample import SEG_TOKEN, GroundedSample
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+GCG_PROMPT = ("Could you please give me a detailed description of the video? Please respond with interleaved "
+              "segmentation masks for the corresponding parts of the answer.")
+REFERRING_TEMPLATE = "What is {exp} in this video? Please respond with segmentation masks."
+
+
+def gcg_prompt() -> str:
+    """The reference's grounded-caption question."""
+    return GCG_PROMPT
+
+
+def referring_prompt(expression: str) -> str:
+    """The reference's referring-segmentation question for ``expression`` (MeViS / Ref-YTVOS / Ref-DAVIS)."""
+    return REFERRING_TEMPLATE.format(exp=expression.strip().rstrip("?.").strip())
+
+
+_TAG = re.compile(r"<[^<>]*>")
+_PHRASE = re.compile(r"<p>(.*?)</p>", re.S)
+
+
+def clean_answer(raw: str) -> str:
+    """Answer text without tags (``<p>``, ``<|end|>`` ...) and ``[SEG]``, whitespace tidied."""
+    text = _TAG.sub("", raw.replace(SEG_TOKEN, ""))
+    text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r" ([.,;:!?])", r"\1", text)
+    return text.strip()
+
+
+def seg_phrases(raw: str) -> list[str]:
+    """The phrase of each ``[SEG]`` in order: the last ``<p>...</p>`` before it, else the text since the last
+    [SEG] (answers like "It is [SEG]." have no tags)."""
+    phrases, start = [], 0
+    for m in re.finditer(re.escape(SEG_TOKEN), raw):
+        before = raw[start:m.start()]
+        tagged = _PHRASE.findall(before)
+        phrases.append(tagged[-1].strip() if tagged else clean_answer(before))
+        start = m.end()
+    return phrases
+
+
+# ------------------------------------------------------------------------------------------- pixels
+def sam_preprocess(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (T,H,W,3) → SAM2 pixels (T,3,S,S), exactly as ``SAM2PixelDecoder.preprocess``: stretched to S×S
+    (antialiased bilinear), ImageNet normalisation. A function here so data-loader workers need no model."""
+    x = frames.permute(0, 3, 1, 2).float() / 255.0
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def llm_frame_indices(num_source: int, num_frames: int) -> np.ndarray:
+    """Indices of the frames the LLM sees: ``num_frames`` uniform, the last repeated when the clip is shorter."""
+    return uniform_indices(num_source, num_frames)
+
+
+def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N,T,H,W) bool → (N,T,h,w) float in {0,1} (area-weighted resize, then thresholded at 0.5)."""
+    n, t, h, w = masks.shape
+    if (h, w) == tuple(size):
+        return masks.float()
+    x = F.interpolate(masks.reshape(n * t, 1, h, w).float(), size=size, mode="bilinear", align_corners=False,
+                      antialias=True)
+    return (x > 0.5).float().reshape(n, t, *size)
+
+
+# ------------------------------------------------------------------------------------------- processor
+@dataclass
+class EncodedConversation:
+    input_ids: list[int]
+    labels: list[int]
+
+
+class VideoGLaMMProcessor:
+    """Builds model batches from :class:`GroundedSample` lists, and prompts for inference.
+
+    ``__call__(samples) -> dict`` with
+      input_ids (B,L) long (one ``VIDEO_PLACEHOLDER_ID`` per row, right-padded), attention_mask (B,L),
+      labels (B,L), clip_pixels (B,N,3,S,S), video_pixels (B,N,3,s,s) (N = cfg.num_frames),
+      sam_pixels [ (T_i,3,S',S') ], target_masks [ (K_i,T_i,h,w) float ], num_seg (B,), sources [str].
+    """
+
+    def __init__(self, tokenizer, cfg: VideoGLaMMConfig):
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.seg_token_id = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+        if self.seg_token_id is None or self.seg_token_id == tokenizer.unk_token_id:
+            raise DataFormatError("the tokenizer has no [SEG] token; build it with language_model.build_tokenizer")
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.bos = [tokenizer.bos_token_id] if getattr(tokenizer, "add_bos_token", False) and tokenizer.bos_token_id is not None else []
+
+    # -------------------------------------------------------------- text
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def encode_conversation(self, conversation: Sequence[dict], add_generation_prompt: bool = False) -> EncodedConversation:
+        """Token ids + labels of a conversation in the chat template, the video placeholder in the first user turn.
+
+        With ``add_generation_prompt`` the ids end with the assistant header (inference prompt).
+        """
+        if not conversation or conversation[0].get("role") != "user":
+            raise DataFormatError("a conversation must start with a user message")
+        ids = list(self.bos) + self._ids(f"<|system|>\n{self.cfg.language_model.system_prompt}{END_OF_TURN}")
+        labels = [IGNORE_INDEX] * len(ids)
+        first_user = True
+        for msg in conversation:
+            role, content = msg.get("role"), msg.get("content", "")
+            if role == "user":
+                head = self._ids("\n<|user|>\n")
+                if first_user:
+                    head += [VIDEO_PLACEHOLDER_ID] + self._ids("\n")
+                    first_user = False
+                part = head + self._ids(f"{content}{END_OF_TURN}") + self._ids("\n<|assistant|>\n")
+                ids += part
+                labels += [IGNORE_INDEX] * len(part)
+            elif role == "assistant":
+                part = self._ids(content) + self._ids(END_OF_TURN)
+                ids += part
+                labels += part
+            else:
+                raise DataFormatError(f"unknown role {role!r} in conversation (use 'user' / 'assistant')")
+        if conversation[-1]["role"] == "assistant" and add_generation_prompt:
+            raise DataFormatError("add_generation_prompt needs a conversation that ends with a user message")
+        return EncodedConversation(ids, labels)
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """Inference prompt for one question (ends with the assistant header)."""
+        return self.encode_conversation([{"role": "user", "content": prompt}], add_generation_prompt=True).input_ids
+
+    # -------------------------------------------------------------- pixels
+    def llm_pixels(self, frames: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (T,H,W,3) → (clip (N,3,S,S), video (N,3,s,s)) for the ``cfg.num_frames`` LLM frames."""
+        frames = torch.as_tensor(np.asarray(frames))
+        idx = torch.as_tensor(llm_frame_indices(len(frames), self.cfg.num_frames))
+        picked = frames[idx]
+        ic = self.cfg.image_encoder
+        return (clip_preprocess(picked, ic.crop_size, ic.mean, ic.std),
+                video_preprocess(picked, self.cfg.video_encoder.img_size))
+
+    def sam_pixels(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        return sam_preprocess(torch.as_tensor(np.asarray(frames)), self.cfg.pixel_decoder.image_size)
+
+    def target_masks(self, masks: np.ndarray) -> torch.Tensor:
+        m = torch.as_tensor(np.asarray(masks)).bool()
+        if self.cfg.mask_target == "lowres":
+            s = self.cfg.pixel_decoder.image_size // 4
+            return resize_masks(m, (s, s))
+        return m.float()
+
+    # -------------------------------------------------------------- batch
+    def __call__(self, samples: Sequence[GroundedSample]) -> dict:
+        if not samples:
+            raise DataFormatError("cannot build a batch from zero samples")
+        rows, clip, video, sam, targets, num_seg = [], [], [], [], [], []
+        max_text = self.cfg.language_model.max_length - self.cfg.visual_tokens_per_video + 1
+        for s in samples:
+            frames = np.asarray(s.frames)
+            if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+                raise DataFormatError(f"{s.source or 'sample'}: frames must be uint8 (T,H,W,3), got "
+                                      f"{frames.shape} {frames.dtype}")
+            enc = self.encode_conversation(s.conversation)
+            ids, labels = enc.input_ids[:max_text], enc.labels[:max_text]
+            n_seg = sum(1 for i, l in zip(ids, labels) if i == self.seg_token_id and l != IGNORE_INDEX)
+            masks = np.asarray(s.masks) if s.masks is not None else np.zeros((0, *frames.shape[:3]), bool)
+            if masks.ndim != 4 or masks.shape[1:] != frames.shape[:3]:
+                raise DataFormatError(f"{s.source or 'sample'}: masks must be (N,T,H,W) matching frames "
+                                      f"{frames.shape[:3]}, got {masks.shape}")
+            if len(masks) < n_seg or (len(ids) == len(enc.input_ids) and len(masks) != n_seg):
+                raise DataFormatError(f"{s.source or 'sample'}: {n_seg} [SEG] in the answers but {len(masks)} masks; "
+                                      "give one mask per [SEG], in order")
+            if self.cfg.max_seg_per_sample is not None:
+                n_seg = min(n_seg, self.cfg.max_seg_per_sample)
+                labels = _ignore_seg_after(ids, labels, self.seg_token_id, n_seg)
+            rows.append((ids, labels))
+            c, v = self.llm_pixels(frames)
+            clip.append(c)
+            video.append(v)
+            sam.append(self.sam_pixels(frames))
+            targets.append(self.target_masks(masks[:n_seg]))
+            num_seg.append(n_seg)
+
+        length = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long)
+        labels_t = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, (ids, labels) in enumerate(rows):
+            input_ids[i, :len(ids)] = torch.tensor(ids)
+            labels_t[i, :len(labels)] = torch.tensor(labels)
+            attention[i, :len(ids)] = 1
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "labels": labels_t,
+            "clip_pixels": torch.stack(clip),
+            "video_pixels": torch.stack(video),
+            "sam_pixels": sam,
+            "target_masks": targets,
+            "num_seg": torch.tensor(num_seg, dtype=torch.long),
+            "sources": [s.source for s in samples],
+        }
+
+
+def _ignore_seg_after(ids: list[int], labels: list[int], seg_id: int, keep: int) -> list[int]:
+    """Labels where answer [SEG] tokens beyond the first ``keep`` are ignored (they have no mask target)."""
+    out, seen = list(labels), 0
+    for j, (i, l) in enumerate(zip(ids, labels)):
+        if i == seg_id and l != IGNORE_INDEX:
+            seen += 1
+            if seen > keep:
+                out[j] = IGNORE_INDEX
+    return out
