@@ -34,6 +34,7 @@ _EXPORTS = {
     "masks_to_boxes": "vglamm.evaluation.grounding",
     "box_iou": "vglamm.evaluation.grounding",
     "evaluate_grounding": "vglamm.evaluation.grounding",
+    "GroundingRecord": "vglamm.evaluation.grounding",
 }
 
 __all__ = sorted(_EXPORTS)
