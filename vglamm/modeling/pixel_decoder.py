@@ -249,6 +249,7 @@ class SAM2PixelDecoder(nn.Module):
         s = self.cfg.image_size
         if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, s, s):
             raise MaskError(f"pixels must be (T,3,{s},{s}), got {tuple(pixels.shape)}; use preprocess()")
+        pixels = pixels.to(self.sam.no_mem_embed.dtype)  # preprocess() gives float32; the model may be bf16
         parts = [self._encode_batch(pixels[i : i + self.cfg.encode_batch]) for i in range(0, len(pixels), self.cfg.encode_batch)]
         return parts[0] if len(parts) == 1 else FrameFeatures.cat(parts)
 
@@ -359,7 +360,7 @@ class SAM2PixelDecoder(nn.Module):
             out["maskmem_features"], out["maskmem_pos_enc"] = sam._encode_new_memory(
                 current_vision_feats=[flat],
                 feat_sizes=[(h, w)],
-                pred_masks_high_res=high_res_logits,
+                pred_masks_high_res=high_res_logits.to(flat.dtype),
                 object_score_logits=obj_logits,
                 is_mask_from_pts=False,
             )
