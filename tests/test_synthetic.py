@@ -254,3 +254,25 @@ def test_example_clip_has_its_red_car():
     assert (root / "red_car.mp4").stat().st_size < 300_000
     px = video.frames[red].astype(int)
     assert px[:, 0].mean() > 150 and px[:, 1:].mean() < 110  # mostly red where the car's mask is
+
+
+def test_on_the_fly_dataset_yields_consistent_samples():
+    from training.synthetic import SyntheticDataset
+
+    ds = SyntheticDataset(6, seed=1, split="valid", p_gcg=0.5)
+    assert len(ds) == 6
+    tasks = set()
+    for i in [k for k in range(len(ds)) for _ in (0, 1)]:
+        ds.set_epoch(ds.epoch + 1)
+        s = ds[i]
+        assert s.frames.shape[0] == 8 and s.masks.shape[:2] == (s.num_seg(), 8)
+        clip = make_clip(clip_seed(1, "valid", i))
+        for k, oid in enumerate(s.meta["obj_ids"]):
+            np.testing.assert_array_equal(s.masks[k], clip.masks[oid - 1][s.frame_indices])
+        np.testing.assert_array_equal(s.frames, clip.frames[s.frame_indices])
+        tasks.add(s.meta["task"])
+    a, b = ds[3], ds[3]  # same index, same epoch -> same sample
+    assert a.conversation == b.conversation and np.array_equal(a.frame_indices, b.frame_indices)
+    assert tasks == {"gcg", "refer"}
+    with pytest.raises(ConfigError):
+        SyntheticDataset(0)

@@ -31,8 +31,9 @@ from vglamm.errors import ConfigError
 from vglamm.io.atomic import write_text_atomic
 from vglamm.sample import GroundedSample
 
-from .language import (GCG_QUESTIONS, REFER_ANSWERS, REFER_QUESTIONS, Expression, GroundedCaption,
-                       grounded_caption, referring_expressions)
+from training.data.templates import GCG_QUESTIONS, REFER_ANSWERS, REFER_VIDEO_QUESTIONS
+
+from .language import Expression, GroundedCaption, grounded_caption, referring_expressions
 from .render import render_scene, silhouette
 from .world import Scene, WorldConfig, sample_scene
 
@@ -106,7 +107,7 @@ def clip_samples(clip: Clip, rng: np.random.Generator | None = None) -> list[Gro
                           gcg_masks, idx, f"synthetic_gcg:{clip.clip_id}",
                           {"obj_ids": list(clip.caption.obj_ids), "phrases": clip.caption.phrases})]
     for e in clip.expressions:
-        out.append(GroundedSample(clip.frames, [{"role": "user", "content": pick(REFER_QUESTIONS).format(e.text)},
+        out.append(GroundedSample(clip.frames, [{"role": "user", "content": pick(REFER_VIDEO_QUESTIONS).format(exp=e.text)},
                                                 {"role": "assistant", "content": pick(REFER_ANSWERS)}],
                                   np.stack([clip.object_masks(o) for o in e.obj_ids]).any(0, keepdims=True), idx,
                                   f"synthetic_refer:{clip.clip_id}", {"expression": e.text, "kind": e.kind,
@@ -212,7 +213,7 @@ def generate_dataset(out_dir: str | os.PathLike, num_videos: int, seed: int = 0,
             files = _write_jpegs(work / "JPEGImages" / name, clip.frames, jpeg_quality)
             if write_mp4:
                 from vglamm.io.video import write_video
-                write_video(work / "videos" / f"{name}.mp4", clip.frames, clip.scene.fps)
+                write_video(work / "videos" / f"{name}.mp4", clip.frames, clip.scene.fps, preset="veryfast")
             obj_masks = {o.obj_id: clip.object_masks(o.obj_id) for o in clip.scene.objects}
             video, anns = gcg_clip(index + 1, [f"JPEGImages/{name}/{f}" for f in files], clip.caption.bracketed(),
                                    obj_masks, first_annotation_id=next_anno, dataset_split=f"synthetic_{split}")

@@ -12,30 +12,6 @@ import numpy as np
 
 from .world import Scene, SceneObject
 
-GCG_QUESTIONS: tuple[str, ...] = (
-    "Could you please give me a detailed description of the video? Please respond with interleaved "
-    "segmentation masks for the corresponding parts of the answer.",
-    "Can you provide a thorough description of this video? Please output with interleaved segmentation masks "
-    "for the corresponding phrases.",
-    "Please describe in detail the contents of the video. Please respond with interleaved segmentation masks "
-    "for the corresponding phrases.",
-    "Could you give a comprehensive explanation of what can be found within this video? Please output with "
-    "interleaved segmentation masks for the corresponding phrases.",
-    "Could you give me an elaborate explanation of this video? Please respond with interleaved segmentation "
-    "masks for the corresponding phrases.",
-    "Could you provide me with a detailed analysis of this video? Please output with interleaved segmentation "
-    "masks for the corresponding phrases.",
-)
-
-REFER_QUESTIONS: tuple[str, ...] = (
-    "Can you segment {} in this video?",
-    "Please segment {} in this video.",
-    "What is {} in this video? Please respond with a segmentation mask.",
-    "Where is {} in this video? Please output a segmentation mask.",
-)
-
-REFER_ANSWERS: tuple[str, ...] = ("It is [SEG].", "Sure, [SEG].", "Sure, it is [SEG].", "[SEG].")
-
 _VERB = {  # present participle used in motion expressions ("the car driving left")
     "car": "driving", "truck": "driving", "ball": "rolling", "box": "sliding", "person": "walking",
 }
