@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -80,7 +81,10 @@ def decode_rle(rle: Mapping) -> np.ndarray:
             compressed = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
         else:
             compressed = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-        return mask_utils.decode(compressed).astype(bool)
+        with warnings.catch_warnings():
+            # pycocotools' Cython decoder trips a NumPy 2 DeprecationWarning on every call; the result is correct.
+            warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+            return mask_utils.decode(compressed).astype(bool)
     except (KeyError, TypeError, ValueError) as e:
         raise MaskError(f"not a valid COCO RLE ({e!r}); expected {{'size': [h, w], 'counts': str | bytes | list}}.") from e
 
