@@ -118,7 +118,9 @@ def temporal_smooth(masks: np.ndarray, window: int = 3) -> np.ndarray:
     t = np.arange(masks.shape[0])
     lo, hi = np.clip(t - half, 0, None), np.clip(t + half + 1, None, masks.shape[0])
     votes = counts[hi] - counts[lo]
-    smoothed = votes * 2 > (hi - lo)[:, None, None]
+    n = (hi - lo)[:, None, None]
+    # A tie (only at the clip's ends, where the window is cut short) keeps the frame's own value.
+    smoothed = np.where(votes * 2 == n, masks, votes * 2 > n)
     # Never lose a frame entirely: if smoothing emptied a frame that had an object, keep the original.
     empty = ~smoothed.any(axis=(1, 2)) & masks.any(axis=(1, 2))
     smoothed[empty] = masks[empty]
