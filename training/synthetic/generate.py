@@ -246,7 +246,7 @@ def generate_dataset(out_dir: str | os.PathLike, num_videos: int, seed: int = 0,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training.synthetic.generate OUT --num-videos N --seed S --split train``."""
+    """``python -m training.synthetic OUT --num-videos N --seed S --split train [--mp4] [--overwrite]``."""
     import argparse
 
     p = argparse.ArgumentParser(description="Generate the synthetic grounded-video dataset.")
