@@ -13,6 +13,15 @@ _EXPORTS = {
     "GCGVideo": "video_gcg", "GCGAnnotation": "video_gcg", "GCGDenseCaption": "video_gcg",
     "gcg_clip": "video_gcg", "write_video_gcg": "video_gcg", "read_video_gcg": "video_gcg",
     "VideoGCGDataset": "video_gcg",
+    "MevisClip": "mevis", "MevisExpression": "mevis", "write_mevis": "mevis", "MevisDataset": "mevis",
+    "BracketGCGDataset": "gcg_bracket", "MevisMasks": "gcg_bracket", "PaletteMasks": "gcg_bracket",
+    "PngDirMasks": "gcg_bracket",
+    "RefYouTubeVOSDataset": "refer_vos", "RefDAVIS17Dataset": "refer_vos", "ReferVOSDataset": "refer_vos",
+    "RefCOCODataset": "images", "SemSegDataset": "images", "ade20k": "images", "cocostuff": "images",
+    "VideoInstructDataset": "video_instruct",
+    "CustomDataset": "custom", "validate_custom": "custom", "ValidationReport": "custom",
+    "MixtureSampler": "mixture", "MixtureDataset": "mixture",
+    "LOADERS": "registry", "build_dataset": "registry", "register_loader": "registry",
 }
 
 __all__ = sorted(_EXPORTS)
