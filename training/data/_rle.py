@@ -1,42 +1,20 @@
-"""COCO RLE bridge: uses ``vglamm.io.masks`` when present, pycocotools otherwise.
-
-The data loaders only need encode/decode of single-frame masks; keeping the call sites behind these two
-functions means switching to the shared I/O helpers is a one-line change.
-"""
+"""COCO RLE for the loaders: ``vglamm.io.masks`` with dataset-flavoured errors, plus area without decoding."""
 
 from __future__ import annotations
 
 import numpy as np
 
-try:  # the shared helpers, once the I/O module provides them
-    from vglamm.io.masks import decode_rle as _decode, encode_rle as _encode  # type: ignore
-except Exception:  # pragma: no cover - exercised only before vglamm.io.masks exists
-    _decode = _encode = None
-
-
-def encode_rle(mask: np.ndarray) -> dict:
-    """(H, W) bool -> ``{"size": [h, w], "counts": str}`` (JSON-ready)."""
-    if _encode is not None:
-        return _encode(mask)
-    from pycocotools import mask as cocomask
-
-    rle = cocomask.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+from vglamm.errors import DataFormatError, MaskError
+from vglamm.io.masks import decode_rle as _decode_rle
+from vglamm.io.masks import encode_rle, masks_to_rles  # noqa: F401  (re-exported for the writers)
 
 
 def decode_rle(rle: dict) -> np.ndarray:
-    """COCO RLE (compressed string/bytes counts or uncompressed list counts) -> (H, W) bool."""
-    if _decode is not None:
-        return np.asarray(_decode(rle), dtype=bool)
-    from pycocotools import mask as cocomask
-
-    counts = rle["counts"]
-    h, w = rle["size"]
-    if isinstance(counts, list):  # uncompressed RLE, as some datasets store it
-        rle = cocomask.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-    elif isinstance(counts, str):
-        rle = {"size": [h, w], "counts": counts.encode("ascii")}
-    return cocomask.decode(rle).astype(bool)
+    """COCO RLE -> (H, W) bool; a malformed RLE in a dataset is a DataFormatError (the record is bad)."""
+    try:
+        return _decode_rle(rle)
+    except MaskError as e:
+        raise DataFormatError(str(e)) from e
 
 
 def rle_area(rle: dict | None) -> int:

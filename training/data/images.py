@@ -26,6 +26,7 @@ import numpy as np
 from vglamm.errors import DataFormatError
 from vglamm.sample import GroundedSample
 
+from ._rle import decode_rle
 from .base import GroundedDataset, load_json, read_image, read_index_png
 from .templates import REFER_ANSWERS, REFER_IMAGE_QUESTIONS, SEM_SEG_QUESTIONS, pick
 
@@ -61,17 +62,14 @@ def coco_segmentation_mask(segm, h: int, w: int) -> np.ndarray:
     """COCO ``segmentation`` (polygon list, uncompressed or compressed RLE) -> (H, W) bool."""
     from pycocotools import mask as cocomask
 
-    if isinstance(segm, list):
+    if isinstance(segm, list):  # polygons: rasterise to RLE, then decode like the other kinds
         rles = cocomask.frPyObjects(segm, h, w)
         rle = cocomask.merge(rles) if isinstance(rles, list) else rles
-    elif isinstance(segm, dict) and isinstance(segm.get("counts"), list):
-        rle = cocomask.frPyObjects(segm, h, w)
-    elif isinstance(segm, dict):
-        c = segm["counts"]
-        rle = {"size": segm["size"], "counts": c.encode("ascii") if isinstance(c, str) else c}
+    elif isinstance(segm, dict) and "counts" in segm and "size" in segm:
+        rle = segm
     else:
         raise DataFormatError(f"unknown COCO segmentation of type {type(segm).__name__}")
-    return cocomask.decode(rle).astype(bool)
+    return decode_rle({"size": list(rle["size"]), "counts": rle["counts"]})
 
 
 @dataclass

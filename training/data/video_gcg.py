@@ -29,7 +29,7 @@ from vglamm.errors import DataFormatError
 from vglamm.io.atomic import write_text_atomic
 from vglamm.sample import GroundedSample
 
-from ._rle import decode_rle, encode_rle, rle_area
+from ._rle import decode_rle, masks_to_rles, rle_area
 from .base import FrameSampling, GroundedDataset, load_json, read_frames, select_frames
 from .templates import GCG_QUESTIONS, pick
 
@@ -109,7 +109,7 @@ def masks_to_segmentations(masks: np.ndarray) -> list[dict | None]:
     masks = np.asarray(masks, dtype=bool)
     if masks.ndim != 3:
         raise DataFormatError(f"object masks must be (T, H, W), got shape {masks.shape}")
-    return [encode_rle(m) if m.any() else None for m in masks]
+    return masks_to_rles(masks)
 
 
 def gcg_clip(video_id: int, file_names: Sequence[str], caption: str, masks: Mapping[int, np.ndarray], *,
