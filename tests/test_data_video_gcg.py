@@ -106,3 +106,7 @@ def test_select_frames_covers_every_object_then_fills_uniformly():
     np.testing.assert_array_equal(a, b)
     assert all(pres[n, a].any() for n in range(3))
     assert len(select_frames(3, FrameSampling(num_frames=8))) == 3
+
+
+def test_select_frames_stays_uniform_when_objects_are_everywhere():
+    np.testing.assert_array_equal(select_frames(8, FrameSampling(num_frames=4), np.ones((2, 8), bool)), [1, 3, 5, 7])

@@ -51,6 +51,8 @@ def select_frames(n_total: int, cfg: FrameSampling, presence: np.ndarray | None 
     if cfg.random and rng is None:
         rng = np.random.default_rng(cfg.seed)
     chosen: list[int] = []
+    # the k segment centres: the uniform choice, and what deterministic picks are steered towards
+    grid = list(np.floor((np.arange(k) + 0.5) * n_total / k).astype(int))
     if cfg.cover_objects and presence is not None and presence.size:
         pres = np.asarray(presence, dtype=bool).reshape(-1, n_total)
         uncovered = pres.any(axis=1)
@@ -60,8 +62,10 @@ def select_frames(n_total: int, cfg: FrameSampling, presence: np.ndarray | None 
             best = np.flatnonzero(gain == gain.max())
             if cfg.random:
                 pick = int(rng.choice(best))
-            else:  # among equally good frames, the one in the middle keeps the choice stable and central
-                pick = int(best[len(best) // 2])
+            else:  # among equally good frames, the one nearest a free grid centre keeps the result uniform
+                dist = np.min(np.abs(best[:, None] - np.asarray(grid)[None, :]), axis=1)
+                pick = int(best[np.argmin(dist)])
+                grid.pop(int(np.argmin([abs(g - pick) for g in grid])))
             chosen.append(pick)
             uncovered &= ~pres[:, pick]
     if cfg.random:
@@ -72,11 +76,8 @@ def select_frames(n_total: int, cfg: FrameSampling, presence: np.ndarray | None 
             bins = np.array_split(rest, need)
             chosen += [int(rng.choice(b)) for b in bins if len(b)]
     else:
-        # grid fill: the k segment centres are the uniform choice; each forced frame takes the nearest free
-        # centre, and every centre left gets the nearest unused frame, so forced frames bend the grid only locally
-        grid = list(np.floor((np.arange(k) + 0.5) * n_total / k).astype(int))
-        for c in chosen:
-            grid.pop(int(np.argmin([abs(g - c) for g in grid])))
+        # grid fill: each forced frame took its nearest centre above; every centre left gets the nearest
+        # unused frame, so forced frames bend the grid only locally
         used = set(chosen)
         for g in grid:
             free = np.array([t for t in range(n_total) if t not in used])
