@@ -35,5 +35,7 @@ def tiny_wan_vace_pipeline(seed: int = 0):
     )
     pipe = WanVACEPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), transformer=transformer)
+    for module in (vae, text_encoder, transformer):
+        module.eval()  # built modules start in training mode: dropout would make seeded runs differ
     pipe.set_progress_bar_config(disable=True)
     return pipe

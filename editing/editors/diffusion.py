@@ -70,7 +70,7 @@ def load_pipeline(spec, cls_name: str, options: DiffusionOptions):
     cuda = torch.cuda.is_available()
     dtype = getattr(torch, options.torch_dtype) if options.torch_dtype else (torch.bfloat16 if cuda else torch.float32)
     try:
-        pipe = getattr(diffusers, cls_name).from_pretrained(str(spec), torch_dtype=dtype)
+        pipe = getattr(diffusers, cls_name).from_pretrained(str(spec), dtype=dtype)
     except (OSError, ValueError) as e:
         raise MissingWeightsError(f"could not load {cls_name} from {spec!r} ({e}). Give a local directory holding "
                                   "the diffusers pipeline, or a hub id reachable from this machine.") from e
