@@ -82,7 +82,7 @@ def edit_video(video, target: str | None = None, prompt: str | None = None, *, m
     # 2. Ground the target (or read the given masks)
     with _stage("ground", timings, bar):
         if masks is None:
-            raw = _ground(model, video if src_path is None else _video_for_model(video, frames, fps), target)
+            raw = _ground(model, _video_for_model(video, frames, fps), target)
             if raw is None or not np.asarray(raw).any():
                 raise NoTargetFoundError(f"the target {target!r} was not found in the video: try a more specific "
                                          "expression, or pass masks= directly.")
@@ -188,14 +188,15 @@ def _load(video, fps):
 
 
 def _video_for_model(video, frames, fps):
-    """What ``model.segment`` gets: the decoded Video, so it is not decoded twice."""
+    """What ``model.segment`` gets: a Video with the decoded frames (not decoded twice) and their fps."""
     from vglamm.io.video import Video
 
     if isinstance(video, Video):
         return video
     n = len(frames)
     return Video(frames=frames, fps=fps, timestamps=np.arange(n) / fps, frame_indices=np.arange(n),
-                 source_size=tuple(frames.shape[1:3]), path=str(video))
+                 source_size=tuple(frames.shape[1:3]),
+                 path=str(video) if isinstance(video, (str, os.PathLike)) else "")
 
 
 def _ground(model, video, target: str):
