@@ -200,3 +200,18 @@ def test_davis_sample_gt_vs_perturbed_versions():
         assert np.all(j_em[::2] == 0.0) and np.all(j_em[1::2] == 1.0)
     res = evaluate_vos([(s, gt[None], gt[None]) for s, gt in sequences.items()])
     assert res["J-Mean"] == 1.0 and res["F-Mean"] == 1.0 and res["J-Decay"] == 0.0
+
+
+def test_unsupervised_cached_boundaries_equal_direct_per_pair_scores():
+    rng = np.random.default_rng(1)
+    T, H, W = 4, 50, 70
+    blobs = [np.stack([cv2.dilate((rng.random((H, W)) > 0.997).astype(np.uint8), disk(5)) > 0 for _ in range(T)])
+             for _ in range(5)]
+    gt, pred = np.stack(blobs[:2]), np.stack(blobs[1:])
+    void = np.zeros((T, H, W), bool)
+    void[:, :, :8] = True
+    s = evaluate_sequence(gt, pred, void=void)
+    for i, k in enumerate(s.assignment):
+        np.testing.assert_allclose(s.j[i], region_similarity(gt[i], pred[k], void))
+        np.testing.assert_allclose(s.f[i], boundary_f(gt[i], pred[k], void))
+    assert s.assignment[1] == 0  # gt object 1 is pred object 0

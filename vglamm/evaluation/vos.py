@@ -12,8 +12,9 @@ The definitions follow the DAVIS 2017 evaluation toolkit (davisvideochallenge/da
   skipped. Unsupervised protocol: up to 20 predicted objects are matched to the ground-truth objects by the
   Hungarian algorithm on the sequence mean of (J + F) / 2; a ground-truth object left unmatched scores 0.
 
-Speed: J is computed in frame chunks; F works per frame on the crop around both masks (boundaries and their
-dilation cannot leave it), so the cost follows the object size, not the frame size.
+Speed: F works per frame on crops around each mask (the boundary and its dilation cannot leave them), so its cost
+follows the object size, not the frame size; in the unsupervised protocol each object's boundaries are computed
+once and every (prediction, truth) pair only looks its boundary pixels up in the other's dilation.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from vglamm.errors import MaskError
 
 VOID_LABEL = 255
 MAX_PROPOSALS = 20
-_CHUNK = 32  # frames per chunk for J: bounds temporaries to ~32 frames at a time
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -65,19 +65,17 @@ def region_similarity(gt, pred, void=None) -> np.ndarray:
     """J per frame for (T,H,W) masks: IoU with ``void`` pixels excluded, 1.0 where the union is empty. -> (T,)"""
     gt, pred, void = _check_pair(gt, pred, void)
     T = gt.shape[0]
-    inter = np.empty(T, np.int64)
-    union = np.empty(T, np.int64)
-    for s in range(0, T, _CHUNK):
-        g, p = gt[s:s + _CHUNK], pred[s:s + _CHUNK]
-        if void is not None:
-            keep = ~void[s:s + _CHUNK]
-            g, p = g & keep, p & keep
-        i = np.count_nonzero(g & p, axis=(1, 2))
-        inter[s:s + _CHUNK] = i
-        union[s:s + _CHUNK] = np.count_nonzero(g, axis=(1, 2)) + np.count_nonzero(p, axis=(1, 2)) - i
     j = np.ones(T, np.float64)
-    nz = union > 0
-    j[nz] = inter[nz] / union[nz]
+    # A loop of flat counts is several times faster than count_nonzero(axis=...) and needs no big temporaries.
+    for t in range(T):
+        g, p = gt[t], pred[t]
+        if void is not None:
+            keep = ~void[t]
+            g, p = g & keep, p & keep
+        inter = np.count_nonzero(g & p)
+        union = np.count_nonzero(g) + np.count_nonzero(p) - inter
+        if union:
+            j[t] = inter / union
     return j
 
 
@@ -133,26 +131,65 @@ def _f_from_counts(n_fg: int, n_gt: int, fg_match: int, gt_match: int) -> float:
     return 2.0 * precision * recall / (precision + recall)
 
 
-def _frame_f(g: np.ndarray, p: np.ndarray, r: int, kernel: np.ndarray) -> float:
-    """F of one frame pair (already void-masked), computed on the crop around both masks."""
-    H, W = g.shape
-    rows = np.flatnonzero(g.any(axis=1) | p.any(axis=1))
+@dataclass
+class _Boundary:
+    """The boundary of one mask frame: its pixels (image coordinates) and its dilation on a crop at (y0, x0)."""
+
+    ys: np.ndarray
+    xs: np.ndarray
+    dilated: np.ndarray
+    y0: int
+    x0: int
+
+    def count_within(self, other: "_Boundary | None") -> int:
+        """How many of this boundary's pixels lie inside ``other``'s dilated boundary."""
+        if other is None or self.ys.size == 0:
+            return 0
+        yy, xx = self.ys - other.y0, self.xs - other.x0
+        h, w = other.dilated.shape
+        inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        return int(np.count_nonzero(other.dilated[yy[inside], xx[inside]]))
+
+
+def _frame_boundary(m: np.ndarray, r: int, kernel: np.ndarray) -> _Boundary | None:
+    """Boundary of one (H,W) mask, computed on the crop around the mask (None: no boundary pixel).
+
+    seg2bmap is local (a pixel and its E/S/SE neighbours), so on a crop reaching one pixel above/left of the mask
+    and one background pixel below/right of it (or the image edge) it marks exactly the full-frame pixels; the
+    dilation is computed on the boundary's box grown by r, clipped to the image as the full-frame one is.
+    """
+    H, W = m.shape
+    rows = np.flatnonzero(m.any(axis=1))
     if rows.size == 0:
-        return 1.0
-    cols = np.flatnonzero(g.any(axis=0) | p.any(axis=0))
-    # Boundaries lie within one pixel above/left of the masks' box and their dilation r further; keeping at least
-    # one background row/column past the box also keeps seg2bmap's special last row/column rule exact.
-    y0, y1 = max(rows[0] - 1 - r, 0), min(rows[-1] + 2 + r, H)
-    x0, x1 = max(cols[0] - 1 - r, 0), min(cols[-1] + 2 + r, W)
-    gb = seg2bmap(g[y0:y1, x0:x1])
-    pb = seg2bmap(p[y0:y1, x0:x1])
-    n_gt, n_fg = int(np.count_nonzero(gb)), int(np.count_nonzero(pb))
-    fg_match = gt_match = 0
-    if n_gt and n_fg:
-        gb8, pb8 = gb.view(np.uint8), pb.view(np.uint8)
-        fg_match = int(np.count_nonzero(pb8 & cv2.dilate(gb8, kernel)))
-        gt_match = int(np.count_nonzero(gb8 & cv2.dilate(pb8, kernel)))
+        return None
+    cols = np.flatnonzero(m.any(axis=0))
+    y0, y1 = max(rows[0] - 1, 0), min(rows[-1] + 2, H)
+    x0, x1 = max(cols[0] - 1, 0), min(cols[-1] + 2, W)
+    ys, xs = np.nonzero(seg2bmap(m[y0:y1, x0:x1]))
+    if ys.size == 0:  # e.g. a mask covering the whole frame
+        return None
+    ys, xs = ys + y0, xs + x0
+    dy0, dy1 = max(int(ys.min()) - r, 0), min(int(ys.max()) + r + 1, H)
+    dx0, dx1 = max(int(xs.min()) - r, 0), min(int(xs.max()) + r + 1, W)
+    canvas = np.zeros((dy1 - dy0, dx1 - dx0), np.uint8)
+    canvas[ys - dy0, xs - dx0] = 1
+    return _Boundary(ys, xs, cv2.dilate(canvas, kernel), dy0, dx0)
+
+
+def _pair_f(g: _Boundary | None, p: _Boundary | None) -> float:
+    n_gt = 0 if g is None else g.ys.size
+    n_fg = 0 if p is None else p.ys.size
+    fg_match = p.count_within(g) if p is not None else 0
+    gt_match = g.count_within(p) if g is not None else 0
     return _f_from_counts(n_fg, n_gt, fg_match, gt_match)
+
+
+def _boundaries(masks: np.ndarray, void, r: int, kernel: np.ndarray) -> list[_Boundary | None]:
+    out = []
+    for t in range(masks.shape[0]):
+        m = masks[t] if void is None else masks[t] & ~void[t]
+        out.append(_frame_boundary(m, r, kernel))
+    return out
 
 
 def boundary_f(gt, pred, void=None, bound_th: float = 0.008) -> np.ndarray:
@@ -167,7 +204,7 @@ def boundary_f(gt, pred, void=None, bound_th: float = 0.008) -> np.ndarray:
         if void is not None:
             keep = ~void[t]
             g, p = g & keep, p & keep
-        out[t] = _frame_f(g, p, r, kernel)
+        out[t] = _pair_f(_frame_boundary(g, r, kernel), _frame_boundary(p, r, kernel))
     return out
 
 
@@ -255,22 +292,27 @@ def evaluate_sequence(gt, pred, *, protocol: str = "unsupervised", void=None,
     if n_pred > max_proposals:
         raise MaskError(f"{n_pred} predicted objects: the unsupervised protocol allows at most {max_proposals}. "
                         "Keep the most confident ones.")
-    T = gt.shape[1]
-    # Score every (pred, gt) pair plus one empty proposal per gt object (the toolkit zero-pads missing proposals).
-    cand = [pred[k] for k in range(n_pred)] + [empty] * max(n_gt - n_pred, 0)
-    J = np.zeros((len(cand), n_gt, T))
-    F = np.zeros((len(cand), n_gt, T))
-    empty_scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for k, p in enumerate(cand):
+    T, H, W = gt.shape[1:]
+    r = boundary_tolerance(H, W, bound_th)
+    kernel = disk(r)
+    v = None if void is None else _as_masks(void, "void")
+    if v is not None:  # void pixels count for nobody: remove them once
+        gt, pred = gt & ~v, pred & ~v
+    gt_b = [_boundaries(gt[i], None, r, kernel) for i in range(n_gt)]
+    # The toolkit zero-pads missing proposals; an empty proposal scores J = F = 0 wherever the truth is non-empty.
+    n_cand = max(n_pred, n_gt)
+    J = np.zeros((n_cand, n_gt, T))
+    F = np.zeros((n_cand, n_gt, T))
+    for k in range(n_pred):
+        pb = _boundaries(pred[k], None, r, kernel)
         for i in range(n_gt):
-            if k >= n_pred and i in empty_scores:  # identical empty proposals: score once
-                J[k, i], F[k, i] = empty_scores[i]
-                continue
-            J[k, i] = region_similarity(gt[i], p, void)
-            F[k, i] = boundary_f(gt[i], p, void, bound_th)
-            if k >= n_pred:
-                empty_scores[i] = (J[k, i], F[k, i])
-    cost = (J.mean(axis=2) + F.mean(axis=2)) / 2 if T else np.zeros((len(cand), n_gt))
+            J[k, i] = region_similarity(gt[i], pred[k])
+            F[k, i] = [_pair_f(gt_b[i][t], pb[t]) for t in range(T)]
+    for i in range(n_gt):
+        gt_empty = ~gt[i].any(axis=(1, 2))
+        J[n_pred:, i] = gt_empty
+        F[n_pred:, i] = [_pair_f(gt_b[i][t], None) for t in range(T)]
+    cost = (J.mean(axis=2) + F.mean(axis=2)) / 2 if T else np.zeros((n_cand, n_gt))
     rows, cols = linear_sum_assignment(-cost)
     j_out, f_out = np.zeros((n_gt, T)), np.zeros((n_gt, T))
     assignment = [-1] * n_gt
