@@ -63,6 +63,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 1
     seed: int = 0
+    skip_bad_records: bool = False  # redraw instead of stopping when a record fails to load (counted, logged)
     device: str | None = None  # default: cuda when available
     export_dir: str | None = None  # merged-LoRA `from_pretrained` directory written at the end
 
@@ -70,13 +71,13 @@ class TrainConfig:
     def total_steps(self) -> int:
         return sum(s.steps for s in self.stages)
 
-    def stage_at(self, step: int) -> StageSpec:
-        """The stage that optimiser step `step` (0-based) belongs to."""
-        for stage in self.stages:
+    def stage_index(self, step: int) -> int:
+        """The stage that optimiser step `step` (0-based) belongs to; steps past the end stay in the last."""
+        for i, stage in enumerate(self.stages):
             if step < stage.steps:
-                return stage
+                return i
             step -= stage.steps
-        return self.stages[-1]
+        return len(self.stages) - 1
 
     def validate(self) -> "TrainConfig":
         if not self.stages:

@@ -32,59 +32,63 @@ CHECKPOINT_PREFIX = "checkpoint-"
 
 # ----------------------------------------------------------------------------------------------- set-up helpers
 def build_model(cfg: TrainConfig):
-    """A preset name builds fresh weights from its config; anything else is a `from_pretrained` source."""
+    """A preset name builds fresh weights from its config; anything else is a `from_pretrained` source.
+
+    `model_overrides` are dotted config keys (``"trainable": "all"``, ``"language_model.lora_r": 16``).
+    """
     from vglamm.modeling import VideoGLaMM, VideoGLaMMConfig
 
-    presets = {"tiny": VideoGLaMMConfig.tiny, "paper": VideoGLaMMConfig.paper}
-    if cfg.model in presets:
-        model_cfg = apply_overrides(presets[cfg.model](), cfg.model_overrides)
-        return VideoGLaMM.from_config(model_cfg)
-    return VideoGLaMM.from_pretrained(cfg.model, config_overrides=cfg.model_overrides or None)
+    if cfg.model in ("tiny", "paper"):
+        model_cfg = apply_overrides(VideoGLaMMConfig.preset(cfg.model), cfg.model_overrides)
+        return VideoGLaMM.from_config(model_cfg, load_components=cfg.model == "paper")
+    model = VideoGLaMM.from_pretrained(cfg.model, device="cpu")
+    if "language_model.use_lora" in (cfg.model_overrides or {}) and cfg.model_overrides["language_model.use_lora"]:
+        model.language_model.apply_lora()  # fine-tuning a merged model: fresh LoRA layers on top
+    apply_overrides(model.cfg, cfg.model_overrides)
+    model.set_trainable()
+    return model
 
 
 def apply_overrides(config, overrides: dict):
-    """Set dotted keys (``"llm.hidden_size": 64``) on a nested dataclass config, checking each key exists."""
+    """Set dotted keys (``"language_model.lora_r": 16``) on a nested dataclass config, checking each key exists."""
     import dataclasses
 
     for key, value in (overrides or {}).items():
         node = config
         *parents, leaf = key.split(".")
         for p in parents:
-            node = getattr(node, p)
+            node = getattr(node, p, None)
         if not dataclasses.is_dataclass(node) or leaf not in {f.name for f in dataclasses.fields(node)}:
-            raise ConfigError(f"model override {key!r} names no setting of {type(node).__name__}")
+            raise ConfigError(f"model override {key!r} names no setting of the model config")
         setattr(node, leaf, value)
+    config.validate()
     return config
 
 
-def build_stage_data(cfg: TrainConfig):
-    """One list of (dataset, rate) per stage, datasets built once and shared between stages that name them."""
-    from training.data import build_dataset
+def build_stage_data(cfg: TrainConfig, rank: int):
+    """One `MixtureDataset` per stage; a dataset named by several stages is built once and shared.
 
-    cache: dict[tuple, object] = {}
+    `mixture[i]` is the i-th sample of the run, a pure function of (seed, i, rank): that is what makes resume exact.
+    """
+    from training.data import build_dataset
+    from training.data.mixture import MixtureDataset
+
+    cache: dict[str, object] = {}
     stages = []
     for stage in cfg.stages:
         entries = []
         for spec in stage.datasets:
-            key = (spec.loader, spec.root, json.dumps(spec.options, sort_keys=True))
+            key = json.dumps([spec.loader, spec.root, spec.options], sort_keys=True)
             if key not in cache:
                 cache[key] = build_dataset(spec.loader, spec.root, **spec.options)
             entries.append((cache[key], spec.rate))
-        stages.append(entries)
+        stages.append(MixtureDataset(entries, seed=cfg.seed, rank=rank, skip_errors=cfg.skip_bad_records))
     return stages
 
 
-def draw_samples(entries, n: int, seed: int, step: int, rank: int):
-    """The samples of one micro-batch: a dataset by rate, then a record, from a generator keyed by the step."""
-    rng = np.random.default_rng([seed, step, rank])
-    rates = np.array([r for _, r in entries], dtype=np.float64)
-    picks = rng.choice(len(entries), size=n, p=rates / rates.sum())
-    return [entries[k][0][int(rng.integers(len(entries[k][0])))] for k in picks]
-
-
-def seed_everything(seed: int, step: int, rank: int) -> None:
-    """Seed every generator from (seed, step, rank), so a resumed step replays the same randomness."""
-    s = int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+def seed_everything(*key: int) -> None:
+    """Seed every generator from a key such as (seed, step, rank), so a resumed step replays the same randomness."""
+    s = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
@@ -188,9 +192,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
         torch.cuda.set_device(device)
 
     # 1. Model and data.
-    seed_everything(cfg.seed, -1, 0)  # model initialisation is identical on every rank and every resume
+    seed_everything(cfg.seed)  # model initialisation is identical on every rank and every resume
     model = build_model(cfg).to(device)
-    stage_data = build_stage_data(cfg)
+    stage_data = build_stage_data(cfg, rank)
 
     # 2. Optimiser over the trainable parameters only (frozen ones get no state), and the schedule.
     params = [p for p in model.parameters() if p.requires_grad]
@@ -223,11 +227,12 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
                desc="train")
     for step in bar:
         seed_everything(cfg.seed, step, rank)
-        entries = stage_data[_stage_index(cfg, step)]
+        mixture = stage_data[cfg.stage_index(step)]
         t0 = time.perf_counter()
         totals: dict[str, float] = {}
         for micro in range(o.grad_accum):
-            samples = draw_samples(entries, o.batch_size, cfg.seed, step * o.grad_accum + micro, rank)
+            first = (step * o.grad_accum + micro) * o.batch_size
+            samples = [mixture[first + j] for j in range(o.batch_size)]
             batch = to_device(model.processor(samples), device)
             with autocast:
                 out = (engine or model)(batch)
@@ -260,18 +265,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     return model
 
 
-def _stage_index(cfg: TrainConfig, step: int) -> int:
-    for i, stage in enumerate(cfg.stages):
-        if step < stage.steps:
-            return i
-        step -= stage.steps
-    return len(cfg.stages) - 1
-
-
 def export(model, out_dir: str | Path) -> Path:
     """Save a `VideoGLaMM.from_pretrained` directory with LoRA weights merged into the LLM."""
-    model.save_pretrained(out_dir, merge_lora=True)
-    return Path(out_dir)
+    import copy
+
+    model = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its LoRA layers
+    model.language_model.merge_lora()
+    return model.save_pretrained(out_dir)
 
 
 def _deepspeed_engine(cfg: TrainConfig, model, optimizer, scheduler, device):

@@ -91,6 +91,15 @@ def _custom(root, **kw):
     return CustomDataset(root, **kw)
 
 
+def _synthetic(root=None, num_videos=1000, world_seed=0, split="train", world=None, **kw):
+    """The procedural world of ``training.synthetic``, generated on the fly (``root`` is unused)."""
+    from training.synthetic.dataset import SyntheticDataset
+    from training.synthetic.world import WorldConfig
+
+    return SyntheticDataset(num_videos, seed=world_seed, split=split,
+                            config=WorldConfig(**world) if world else None, **kw)
+
+
 LOADERS: dict[str, Callable] = {
     "video_gcg": _video_gcg,
     "mevis": _mevis,
@@ -107,6 +116,7 @@ LOADERS: dict[str, Callable] = {
     "cocostuff": _cocostuff,
     "video_instruct": _video_instruct,
     "custom": _custom,
+    "synthetic": _synthetic,
 }
 
 _SAMPLING_KEYS = {"num_frames": "num_frames", "cover_objects": "cover_objects", "random_frames": "random",
