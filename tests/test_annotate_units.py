@@ -145,3 +145,28 @@ def test_cli_runs_a_stream_then_review_accept_finalize(tmp_path, capsys):
     assert main(["annotate", "finalize", str(out), "--gcg", str(tmp_path / "g.json")]) == 0
     sample = VideoGCGDataset(tmp_path / "g.json")[0]
     assert sample.frames.shape[0] == 4 and sample.masks.shape[:2] == (2, 4)
+
+
+def test_transformers_backend_same_interface_with_a_tiny_local_model(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from training.annotate.backends import TransformersChatBackend
+
+    raw = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    raw.train_from_iterator(["describe the video a square moves right user assistant"],
+                            trainers.WordLevelTrainer(special_tokens=["<unk>", "<s>", "</s>"]))
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+                         "{% if add_generation_prompt %}assistant {% endif %}")
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    backend = TransformersChatBackend(model, tok, name="tiny")
+    req = ChatRequest("describe the video", max_tokens=4, temperature=0)
+    answer = backend.complete(req)
+    assert isinstance(answer, str) and answer == backend.complete(req)  # greedy: deterministic
+    client = CachedClient(backend, ResponseCache(tmp_path))
+    assert client.ask(req) == answer and client.ask(req) == answer and client.stats.cache_hits == 1
+    with pytest.raises(BackendError, match="text-only"):
+        backend.complete(ChatRequest("x", [np.zeros((4, 4, 3), np.uint8)]))
