@@ -99,10 +99,14 @@ class LanguageModel(nn.Module):
     # -------------------------------------------------------------- construction
     @classmethod
     def from_config(cls, cfg: LanguageModelConfig, tokenizer, *, load_pretrained: bool = False,
-                    torch_dtype: torch.dtype | None = None) -> "LanguageModel":
-        """Build the LLM for ``tokenizer`` (vocabulary resized to include ``[SEG]``) and apply LoRA if configured."""
-        if load_pretrained and cfg.pretrained:
-            model = AutoModelForCausalLM.from_pretrained(cfg.pretrained, dtype=torch_dtype)
+                    torch_dtype: torch.dtype | None = None, model: nn.Module | None = None) -> "LanguageModel":
+        """Build the LLM for ``tokenizer`` (vocabulary resized to include ``[SEG]``) and apply LoRA if configured.
+
+        ``model``: an already loaded causal LM to wrap (e.g. by ``vglamm.conversion`` after merging a LoRA).
+        """
+        if model is not None or (load_pretrained and cfg.pretrained):
+            if model is None:
+                model = AutoModelForCausalLM.from_pretrained(cfg.pretrained, dtype=torch_dtype)
             skip = {"architectures", "transformers_version", "_name_or_path", "dtype", "torch_dtype", "id2label",
                     "label2id", "auto_map"}
             cfg.llm_config = {k: v for k, v in model.config.to_dict().items() if k not in skip}
