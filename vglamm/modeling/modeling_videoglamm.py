@@ -141,8 +141,20 @@ class VideoGLaMM(nn.Module):
         model = cls(cfg, image_encoder=image, video_encoder=video, language_model=llm, pixel_decoder=pixel,
                     tokenizer=tokenizer)
         if torch_dtype is not None:
-            model.to(torch_dtype)
+            model.to_dtype(torch_dtype)
         return model
+
+    def to_dtype(self, dtype: torch.dtype) -> "VideoGLaMM":
+        """Cast to ``dtype`` (e.g. bf16 on GPU) but keep SAM2's weights in float32: it runs under autocast,
+        and its memory/pointer arithmetic is written for float32 inputs."""
+        self.to(dtype)
+        self.pixel_decoder.float()
+        return self
+
+    def _sam_autocast(self):
+        """bf16/fp16 autocast around SAM2 on CUDA when the rest of the model is half precision."""
+        enabled = self.device.type == "cuda" and self.dtype in (torch.bfloat16, torch.float16)
+        return torch.autocast("cuda", dtype=self.dtype, enabled=enabled)
 
     # ------------------------------------------------------------------ trainable set
     def _group_parameters(self, group: str) -> Iterable[nn.Parameter]:
@@ -201,7 +213,7 @@ class VideoGLaMM(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.seg_adapter.proj[0].weight.dtype
+        return self.language_model.embed_tokens.weight.dtype
 
     # ------------------------------------------------------------------ shared steps
     def encode_video(self, clip_pixels: torch.Tensor, video_pixels: torch.Tensor) -> torch.Tensor:
@@ -276,8 +288,9 @@ class VideoGLaMM(nn.Module):
             target = batch["target_masks"][i].to(self.device)
             if n == 0:
                 continue
-            features = self.pixel_decoder.encode_frames(batch["sam_pixels"][i].to(self.device))
-            lg = self.pixel_decoder.decode(features, prompts[i], mode=mode)
+            with self._sam_autocast():
+                features = self.pixel_decoder.encode_frames(batch["sam_pixels"][i].to(self.device))
+                lg = self.pixel_decoder.decode(features, prompts[i], mode=mode)
             if lg.shape[-2:] != target.shape[-2:]:
                 lg = nn.functional.interpolate(lg.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
             mask_logits.append(lg)
@@ -388,7 +401,8 @@ class VideoGLaMM(nn.Module):
                              + ("" if finished else " (generation stopped at max_new_tokens)"))
             return answer
         prompts = self.seg_adapter(torch.stack(states))
-        masks = self.pixel_decoder.predict_video(video.sam_stream(), prompts, out_size=video.size, mode=mode)
+        with self._sam_autocast():
+            masks = self.pixel_decoder.predict_video(video.sam_stream(), prompts, out_size=video.size, mode=mode)
         phrases = seg_phrases(raw)
         phrases += [""] * (len(states) - len(phrases))
         answer.objects = [GroundedObject(phrase=ph, masks=m.numpy()) for ph, m in zip(phrases, masks)]
@@ -477,7 +491,7 @@ class VideoGLaMM(nn.Module):
                                       f"{len(missing)} missing (first {missing[:3]}), "
                                       f"{len(unexpected)} unexpected (first {unexpected[:3]})")
         if torch_dtype is not None:
-            model.to(torch_dtype)
+            model.to_dtype(torch_dtype)
         return model.eval()
 
 
