@@ -99,17 +99,32 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown recipe keys: {sorted(unknown)}; known keys: {sorted(known)}")
         stages = [StageSpec(name=s.get("name", f"stage{i}"), steps=int(s["steps"]),
-                            datasets=[DatasetSpec(**ds) for ds in s["datasets"]])
+                            datasets=[DatasetSpec(**_typed(DatasetSpec, ds)) for ds in s["datasets"]])
                   for i, s in enumerate(d.pop("stages", []))]
-        optim = d.pop("optim", {}) or {}
+        optim = _typed(OptimConfig, d.pop("optim", {}) or {})
         if "betas" in optim:
-            optim["betas"] = tuple(optim["betas"])
-        return cls(stages=stages, optim=OptimConfig(**optim), **d).validate()
+            optim["betas"] = tuple(float(b) for b in optim["betas"])
+        return cls(stages=stages, optim=OptimConfig(**optim), **_typed(cls, d)).validate()
+
+
+def _typed(cls, d: dict) -> dict:
+    """Cast numbers to their field's type: YAML 1.1 reads `3e-4` (no dot) as a string, a classic recipe trap."""
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(types)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} keys: {sorted(unknown)}; known keys: {sorted(types)}")
+    out = dict(d)
+    for key, value in d.items():
+        kind = str(types[key])
+        try:
+            if kind == "float" and not isinstance(value, bool):
+                out[key] = float(value)
+            elif kind == "int" and not isinstance(value, bool):
+                out[key] = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{cls.__name__}.{key} must be a {kind}, got {value!r}") from None
+    return out
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:

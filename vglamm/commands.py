@@ -46,15 +46,19 @@ def _load_model(args):
     return VideoGLaMM.from_pretrained(args.model, device=args.device)
 
 
-def _write_outputs(out: Path, video, objects, overlay: bool) -> None:
-    from vglamm.io.masks import save_rle_json, write_overlay_video, save_davis_pngs
+def _write_outputs(out: Path, video, objects: list[tuple[str, "np.ndarray"]], overlay: bool) -> None:
+    """masks.json (COCO RLE), masks/ (DAVIS palette PNGs, object k = label k) and overlay.mp4."""
+    from vglamm.io.masks import save_davis_pngs, save_rle_json
+    from vglamm.io.overlay import write_overlay_video
 
     out.mkdir(parents=True, exist_ok=True)
-    save_rle_json(out / "masks.json", objects)
-    save_davis_pngs(out / "masks", objects)
+    by_id = {k: masks for k, (_, masks) in enumerate(objects, 1)}
+    names = [f"{int(i):05d}.png" for i in video.frame_indices]
+    save_rle_json(out / "masks.json", by_id, phrases=[p for p, _ in objects], video=str(video.path or ""),
+                  frame_names=names)
+    save_davis_pngs(out / "masks", by_id, frame_names=names)
     if overlay:
-        write_overlay_video(out / "overlay.mp4", video.frames, [(o["phrase"], o["masks"]) for o in objects],
-                            fps=video.fps)
+        write_overlay_video(out / "overlay.mp4", video, objects)
 
 
 def run_segment(args) -> int:
@@ -63,8 +67,7 @@ def run_segment(args) -> int:
     video = load_video(args.video)
     model = _load_model(args)
     masks = model.segment(video, args.expression, mode=args.mode)
-    objects = [{"id": 1, "phrase": args.expression, "masks": masks}]
-    _write_outputs(Path(args.out), video, objects, overlay=not args.no_overlay)
+    _write_outputs(Path(args.out), video, [(args.expression, masks)], overlay=not args.no_overlay)
     visible = int(masks.any(axis=(1, 2)).sum())
     print(f"found '{args.expression}' on {visible}/{len(masks)} frames; wrote {args.out}")
     return 0
@@ -82,7 +85,7 @@ def run_chat(args) -> int:
     if args.out:
         from vglamm.io.atomic import write_text_atomic
 
-        objects = [{"id": i, "phrase": o.phrase, "masks": o.masks} for i, o in enumerate(answer.objects, 1)]
+        objects = [(o.phrase, o.masks) for o in answer.objects]
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "answer.json", json.dumps({"text": answer.text, "raw_text": answer.raw_text,
