@@ -43,7 +43,7 @@ def test_refdavis_predictions_scoring(tmp_path):
     assert res["protocol"] == "unsupervised" and res["num_objects"] == 1
 
 
-def test_model_scoring_not_implemented_says_what_to_do(tmp_path):
-    args = _parse(["eval", "mevis", "--data", str(tmp_path), "--model", "default", "--out", str(tmp_path)])
+def test_no_model_nor_predictions_says_what_to_do(tmp_path):
+    args = _parse(["eval", "mevis", "--data", str(tmp_path), "--out", str(tmp_path)])
     with pytest.raises(ConfigError, match="--predictions"):
         args.func(args)
