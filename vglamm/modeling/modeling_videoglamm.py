@@ -32,7 +32,6 @@ from vglamm.modeling.pixel_decoder import SAM2PixelDecoder
 from vglamm.modeling.processing import (VideoGLaMMProcessor, clean_answer, gcg_prompt, referring_prompt,
                                         seg_phrases)
 from vglamm.modeling.video_encoder import InternVideo2Encoder, load_internvideo2_checkpoint
-from vglamm.sample import SEG_TOKEN
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
