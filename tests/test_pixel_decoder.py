@@ -161,3 +161,121 @@ def test_report_cpu_time_per_frame(decoder, prompts):
         decoder.predict_video(frames, prompts[:1], (240, 320), mode=mode)
         dt = (time.perf_counter() - t0) / len(frames)
         print(f"\n[pixel_decoder tiny 128px] predict_video {mode}: {dt * 1000:.1f} ms/frame (1 object)")
+
+
+# ---------------------------------------------------------------- nano(): the same SAM2 architecture, ~1 M params
+@pytest.fixture(scope="module")
+def nano():
+    torch.manual_seed(0)
+    return SAM2PixelDecoder(PixelDecoderConfig.nano()).eval()
+
+
+@pytest.fixture(scope="module")
+def nano_prompts(nano):
+    return torch.randn(N, nano.cfg.prompt_dim, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.fixture(scope="module")
+def nano_features(nano, frames):
+    with torch.no_grad():
+        return nano.encode_frames(nano.preprocess(frames))
+
+
+def _num_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_nano_config_and_architecture(nano, nano_features):
+    cfg = PixelDecoderConfig.nano()
+    assert PixelDecoderConfig(**json.loads(json.dumps(dataclasses.asdict(cfg)))) == cfg
+    assert cfg.prompt_dim == cfg.model_width() == nano.sam.hidden_dim == 64
+    assert PixelDecoderConfig.tiny().model_width() == 256
+    sam = nano.sam
+    # every SAM2 part is there, only narrower / shallower
+    assert len(sam.image_encoder.trunk.blocks) == 5 and sam.image_encoder.trunk.channel_list == [128, 64, 32, 16]
+    assert sam.mem_dim == 32 and len(sam.memory_attention.layers) == 1
+    assert sam.use_high_res_features_in_sam and sam.use_obj_ptrs_in_encoder and sam.num_maskmem == 7
+    assert 500_000 <= _num_params(nano) <= 3_000_000
+    assert nano_features.image_embed.shape == (T, 64, 8, 8) and nano_features.pos_embed.shape == (T, 64, 8, 8)
+    assert [tuple(x.shape) for x in nano_features.high_res] == [(T, 8, 32, 32), (T, 16, 16, 16)]
+
+
+def test_nano_prompt_dim_must_match_width():
+    with pytest.raises(ConfigError, match="prompt_dim=64"):
+        dataclasses.replace(PixelDecoderConfig.tiny(), prompt_dim=64).validate()
+    with pytest.raises(ConfigError, match="set prompt_dim=64"):
+        SAM2PixelDecoder(dataclasses.replace(PixelDecoderConfig.nano(), prompt_dim=256))
+    with pytest.raises(ConfigError):
+        PixelDecoderConfig.nano(image_size=48)
+    with pytest.raises(ConfigError):  # a typo in an override is a ConfigError, not a Hydra exception
+        PixelDecoderConfig(hydra_overrides=["model.no_such_key=1"]).validate()
+
+
+def test_nano_64px_builds():
+    dec = SAM2PixelDecoder(PixelDecoderConfig.nano(image_size=64)).eval()
+    with torch.no_grad():
+        feats = dec.encode_frames(torch.zeros(2, 3, 64, 64))
+        out = dec.decode(feats, torch.zeros(1, 64), mode="temporal")
+    assert out.shape == (1, 2, 16, 16)
+
+
+@pytest.mark.parametrize("mode", ["framewise", "temporal"])
+def test_nano_batched_equals_one_by_one(nano, nano_features, nano_prompts, mode):
+    with torch.no_grad():
+        batched = nano.decode(nano_features, nano_prompts, mode=mode)
+        alone = torch.cat([nano.decode(nano_features, nano_prompts[i : i + 1], mode=mode) for i in range(N)])
+        fw = nano.decode(nano_features, nano_prompts, mode="framewise")
+    assert batched.shape == (N, T, 32, 32) and torch.isfinite(batched).all()
+    torch.testing.assert_close(batched, alone, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(batched[:, 0], fw[:, 0], atol=1e-4, rtol=1e-4)  # frame 0 has no memory
+
+
+@pytest.mark.parametrize("mode", ["framewise", "temporal"])
+def test_nano_gradients_reach_every_part(nano, frames, nano_prompts, mode):
+    nano.zero_grad()
+    p = nano_prompts.clone().requires_grad_(True)
+    logits = nano.decode(nano.encode_frames(nano.preprocess(frames[:3])), p, mode=mode)
+    target = torch.zeros_like(logits)
+    target[..., 8:24, 8:24] = 1
+    F.binary_cross_entropy_with_logits(logits, target).backward()
+    assert (p.grad.abs().sum(1) > 0).all()
+    sam = nano.sam
+
+    def has_grad(m):
+        return any(q.grad is not None and q.grad.abs().sum() > 0 for q in m.parameters())
+
+    assert has_grad(sam.image_encoder.trunk) and has_grad(sam.image_encoder.neck)
+    assert has_grad(sam.sam_mask_decoder.conv_s0) and has_grad(sam.sam_mask_decoder.conv_s1)
+    assert has_grad(sam.sam_mask_decoder.transformer)
+    if mode == "temporal":
+        assert has_grad(sam.memory_attention) and has_grad(sam.memory_encoder)
+        # object pointers take part: through obj_ptr_proj where the object-score head says "present",
+        # through the learned no_obj_ptr where it says "absent" (random init: either may happen)
+        assert has_grad(sam.obj_ptr_proj) or sam.no_obj_ptr.grad.abs().sum() > 0
+    nano.zero_grad()
+
+
+@pytest.mark.parametrize("mode", ["framewise", "temporal"])
+def test_nano_predict_video_streams_like_decode(nano, frames, nano_features, nano_prompts, mode):
+    with torch.no_grad():
+        logits = nano.decode(nano_features, nano_prompts, mode=mode)
+    expected = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False) > 0
+    streamed = nano.predict_video(iter(list(frames)), nano_prompts, (H, W), mode=mode, chunk=2)
+    assert torch.equal(streamed, expected)
+
+
+def test_report_tiny_vs_nano_train_step(decoder, nano):
+    """Prints parameter counts and CPU forward+backward time per 4-frame clip; asserts nothing about them."""
+    pixels = torch.randn(4, 3, 128, 128, generator=torch.Generator().manual_seed(5))
+    for name, dec, reps in (("tiny", decoder, 1), ("nano", nano, 3)):
+        p = torch.randn(2, dec.cfg.prompt_dim, requires_grad=True)
+        for mode in ("framewise", "temporal"):
+            best = float("inf")
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                logits = dec.decode(dec.encode_frames(pixels), p, mode=mode)
+                F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits)).backward()
+                best = min(best, time.perf_counter() - t0)
+            dec.zero_grad()
+            print(f"\n[pixel_decoder {name}: {_num_params(dec) / 1e6:.2f} M params] fwd+bwd, 4 frames x 2 objects, "
+                  f"{mode}: {best * 1000:.0f} ms")

@@ -23,7 +23,9 @@ SAM2 and how frames are walked:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -55,6 +57,9 @@ class PixelDecoderConfig:
     sam2_config: a config name inside the `sam2` package (``configs/sam2.1/sam2.1_hiera_t.yaml``...).
     image_size: SAM2 input size S (frames are stretched to S x S); low-res logits are S/4.
     ckpt_path: Meta's ``{"model": state_dict}`` checkpoint, or None for random weights.
+    prompt_dim: width of the prompt token = SAM2's model width (the neck's ``d_model``; 256 in every bundled
+        config, smaller in ``nano()``). Checked against the composed config.
+    hydra_overrides: extra Hydra overrides applied to ``sam2_config`` (``++model.key=value``).
     """
 
     sam2_config: str = "configs/sam2/sam2_hiera_l.yaml"
@@ -67,8 +72,26 @@ class PixelDecoderConfig:
 
     @classmethod
     def tiny(cls) -> "PixelDecoderConfig":
-        """SAM2.1 Hiera-T at 128 px, random weights: CPU tests in seconds."""
+        """SAM2.1 Hiera-T at 128 px, random weights (39 M parameters)."""
         return cls(sam2_config="configs/sam2.1/sam2.1_hiera_t.yaml", image_size=128)
+
+    @classmethod
+    def nano(cls, image_size: int = 128) -> "PixelDecoderConfig":
+        """SAM2.1 Hiera-T's architecture shrunk to 1.3 M parameters (width 64), random weights.
+
+        Every SAM2 part is kept (Hiera + FPN, prompt encoder, mask decoder with high-res features, memory
+        attention, memory encoder, object pointers); only widths and depths shrink, so a CPU training step
+        takes a fraction of ``tiny()``'s. No pretrained checkpoint exists for it: train from scratch.
+        image_size must be a multiple of 32 (Hiera tiles its 8x8 window position embedding over the S/4 map).
+        """
+        if image_size <= 0 or image_size % 32:
+            raise ConfigError(f"nano() image_size must be a positive multiple of 32, got {image_size}")
+        return cls(
+            sam2_config="configs/sam2.1/sam2.1_hiera_t.yaml",
+            image_size=image_size,
+            prompt_dim=_NANO["width"],
+            hydra_overrides=_nano_overrides(image_size),
+        )
 
     @classmethod
     def paper(cls, ckpt_path: Optional[str] = None) -> "PixelDecoderConfig":
@@ -76,21 +99,82 @@ class PixelDecoderConfig:
         return cls(sam2_config="configs/sam2/sam2_hiera_l.yaml", image_size=1024, ckpt_path=ckpt_path)
 
     def validate(self) -> None:
-        if self.prompt_dim != 256:
-            raise ConfigError(f"prompt_dim must be 256 (SAM2's prompt width), got {self.prompt_dim}")
         if self.image_size <= 0 or self.image_size % 16:
             raise ConfigError(f"image_size must be a positive multiple of 16, got {self.image_size}")
         if self.encode_batch < 1:
             raise ConfigError(f"encode_batch must be >= 1, got {self.encode_batch}")
+        width = self.model_width()
+        if self.prompt_dim != width:
+            raise ConfigError(
+                f"prompt_dim={self.prompt_dim} but SAM2 config {self.sam2_config!r} (with its overrides) has "
+                f"model width {width} (image_encoder.neck.d_model); set prompt_dim={width}"
+            )
+
+    def model_width(self) -> int:
+        """SAM2's model width (``image_encoder.neck.d_model``): its hidden, prompt and mask-decoder width."""
+        return _composed_width(self.sam2_config, self.image_size, tuple(self.hydra_overrides))
+
+
+# nano(): SAM2.1 Hiera-T's architecture at width 64. Hiera stage widths are 16/32/64/128 (dim_mul 2), so the
+# FPN neck's backbone_channel_list (deepest first) is [128, 64, 32, 16]. SAM2Base derives hidden_dim (prompt
+# encoder, mask decoder, object pointers) from neck.d_model and mem_dim from memory_encoder.out_dim; the mask
+# decoder's conv_s0/conv_s1 project the neck's stride-4/8 levels (d_model wide) to width/8 and width/4 and its
+# upscaling path produces the same widths, so only d_model has to agree. Object pointers (width) are split
+# into width // mem_dim memory tokens: width must be a multiple of mem_dim. The mask decoder's
+# TwoWayTransformer (8 heads, cross-attention at width/2) needs width % 16 == 0; its MLP width (2048) and
+# IoU-head width (256) are hard-coded in sam2 and stay.
+_NANO = dict(width=64, mem_dim=32, trunk_dim=16, stages=[1, 1, 2, 1], mem_ffn=256)
+
+
+def _nano_overrides(image_size: int) -> list[str]:
+    w, m, d = _NANO["width"], _NANO["mem_dim"], _NANO["trunk_dim"]
+    channels = [d * 2**i for i in range(len(_NANO["stages"]))][::-1]
+    feat = image_size // 16  # memory attention runs on the stride-16 map; RoPE tables sized for it
+    trunk, neck = "++model.image_encoder.trunk", "++model.image_encoder.neck"
+    mattn, menc = "++model.memory_attention", "++model.memory_encoder"
+    return [
+        f"{trunk}.embed_dim={d}",
+        f"{trunk}.num_heads=1",
+        f"{trunk}.stages={_NANO['stages']}",
+        # blocks 0 | 1 | 2 3 | 4; windows 8/4 on the stride-4/8 maps, the stride-16/32 maps (8x8, 4x4 at 128 px)
+        # fit in one window. Block 3 is global like Hiera-T's stage-3 global blocks; a stage's first block
+        # (q-pooling) cannot be global in sam2 (it divides by the window size).
+        f"{trunk}.window_spec=[8,4,8,4]",
+        f"{trunk}.global_att_blocks=[3]",
+        f"{neck}.d_model={w}",
+        f"{neck}.backbone_channel_list={channels}",
+        f"{neck}.position_encoding.num_pos_feats={w}",
+        f"{mattn}.d_model={w}",
+        f"{mattn}.num_layers=1",
+        f"{mattn}.layer.d_model={w}",
+        f"{mattn}.layer.dim_feedforward={_NANO['mem_ffn']}",
+        f"{mattn}.layer.self_attention.embedding_dim={w}",
+        f"{mattn}.layer.self_attention.feat_sizes=[{feat},{feat}]",
+        f"{mattn}.layer.cross_attention.embedding_dim={w}",
+        f"{mattn}.layer.cross_attention.kv_in_dim={m}",
+        f"{mattn}.layer.cross_attention.feat_sizes=[{feat},{feat}]",
+        f"{menc}.in_dim={w}",
+        f"{menc}.out_dim={m}",
+        f"{menc}.position_encoding.num_pos_feats={m}",
+        f"{menc}.mask_downsampler.embed_dim={w}",
+        # two 4x4/stride-4 convs instead of four 3x3/stride-2 ones (same total stride 16): fewer small ops
+        # per temporal step, where per-op overhead dominates at this size
+        f"{menc}.mask_downsampler.kernel_size=4",
+        f"{menc}.mask_downsampler.stride=4",
+        f"{menc}.mask_downsampler.padding=0",
+        f"{menc}.fuser.layer.dim={w}",
+        f"{menc}.fuser.num_layers=1",
+    ]
 
 
 @dataclass
 class FrameFeatures:
     """SAM2 backbone features of T frames, computed once and shared by every object.
 
-    image_embed: (T, 256, h, w) top-level features (no memory added); high_res: [(T, 32, 4h, 4w),
-    (T, 64, 2h, 2w)] already projected by the mask decoder's conv_s0/conv_s1; pos_embed: (T, 256, h, w)
-    positional encoding of the top level (used by memory attention).
+    With C = the model width (``prompt_dim``, 256 for Meta's SAM2): image_embed: (T, C, h, w) top-level
+    features (no memory added); high_res: [(T, C/8, 4h, 4w), (T, C/4, 2h, 2w)] already projected by the mask
+    decoder's conv_s0/conv_s1; pos_embed: (T, C, h, w) positional encoding of the top level (used by memory
+    attention).
     """
 
     image_embed: torch.Tensor
@@ -116,35 +200,64 @@ class FrameFeatures:
         )
 
 
-def _build_sam2(cfg: PixelDecoderConfig) -> nn.Module:
-    """Build a random-weight SAM2Base from the package's Hydra configs, quietly."""
+@contextlib.contextmanager
+def _quiet_sam2():
     with warnings.catch_warnings():
         # sam2 warns once that its optional CUDA extension `_C` is missing; we never use it (hole filling).
         warnings.filterwarnings("ignore", message=".*_C.*")
         warnings.filterwarnings("ignore", module="sam2")
         import sam2  # noqa: F401  (importing sam2 initialises Hydra's global config module)
+
+        yield
+
+
+def _compose(sam2_config: str, image_size: int, hydra_overrides: Sequence[str]):
+    """The resolved Hydra config of a SAM2 model (nothing instantiated)."""
+    with _quiet_sam2():
         from hydra import compose, initialize_config_module
         from hydra.core.global_hydra import GlobalHydra
-        from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
         if not GlobalHydra.instance().is_initialized():
             initialize_config_module("sam2", version_base="1.2")
         overrides = [
-            f"++model.image_size={cfg.image_size}",
+            f"++model.image_size={image_size}",
             # batched objects must not interact: SAM2's eval-time non-overlap constraint couples the batch
             "++model.non_overlap_masks_for_mem_enc=false",
-            *cfg.hydra_overrides,
+            *hydra_overrides,
         ]
         try:
-            sam_cfg = compose(config_name=cfg.sam2_config, overrides=overrides)
+            sam_cfg = compose(config_name=sam2_config, overrides=overrides)
         except Exception as exc:  # hydra raises its own MissingConfigException / override errors
             raise ConfigError(
-                f"cannot compose sam2 config {cfg.sam2_config!r} with overrides {overrides}: {exc}. "
+                f"cannot compose sam2 config {sam2_config!r} with overrides {overrides}: {exc}. "
                 "Use a config shipped in the sam2 package, e.g. 'configs/sam2.1/sam2.1_hiera_t.yaml'."
             ) from exc
         OmegaConf.resolve(sam_cfg)
-        return instantiate(sam_cfg.model, _recursive_=True)
+        return sam_cfg
+
+
+@functools.lru_cache(maxsize=32)
+def _composed_width(sam2_config: str, image_size: int, hydra_overrides: tuple[str, ...]) -> int:
+    sam_cfg = _compose(sam2_config, image_size, hydra_overrides)
+    try:
+        return int(sam_cfg.model.image_encoder.neck.d_model)
+    except Exception as exc:
+        raise ConfigError(f"sam2 config {sam2_config!r} has no model.image_encoder.neck.d_model: {exc}") from exc
+
+
+def _build_sam2(cfg: PixelDecoderConfig) -> nn.Module:
+    """Build a random-weight SAM2Base from the package's Hydra configs, quietly."""
+    sam_cfg = _compose(cfg.sam2_config, cfg.image_size, cfg.hydra_overrides)
+    with _quiet_sam2():
+        from hydra.utils import instantiate
+
+        try:
+            return instantiate(sam_cfg.model, _recursive_=True)
+        except Exception as exc:  # inconsistent overrides surface here (asserts, bad kwargs, shapes)
+            raise ConfigError(
+                f"cannot build SAM2 from {cfg.sam2_config!r} with overrides {cfg.hydra_overrides}: {exc}"
+            ) from exc
 
 
 def load_sam2_checkpoint(sam: nn.Module, path_or_state_dict) -> None:
@@ -207,7 +320,7 @@ class _TemporalState:
 
 
 class SAM2PixelDecoder(nn.Module):
-    """SAM2 pixel decoder: frames + one 256-d prompt per object -> mask logits per object and frame."""
+    """SAM2 pixel decoder: frames + one ``prompt_dim``-wide prompt per object -> mask logits per object and frame."""
 
     def __init__(self, cfg: PixelDecoderConfig):
         super().__init__()
@@ -261,7 +374,7 @@ class SAM2PixelDecoder(nn.Module):
 
     # ------------------------------------------------------------------ features + prompts -> logits
     def decode(self, features: FrameFeatures, prompts: torch.Tensor, mode: str = "framewise") -> torch.Tensor:
-        """Differentiable decode. prompts (N,256) -> low-res logits (N,T,S/4,S/4), not thresholded."""
+        """Differentiable decode. prompts (N,prompt_dim) -> low-res logits (N,T,S/4,S/4), not thresholded."""
         prompts = self._check_prompts(prompts)
         if mode == "framewise":
             return self._decode_framewise(features, prompts)
@@ -277,7 +390,7 @@ class SAM2PixelDecoder(nn.Module):
         return prompts.to(dtype=self.sam.no_mem_embed.dtype)
 
     def _sparse_tokens(self, prompts: torch.Tensor, with_prompt: bool) -> torch.Tensor:
-        """(N,1,256): the prompt token, or SAM2's padding point when a frame is not prompted."""
+        """(N,1,C): the prompt token, or SAM2's padding point when a frame is not prompted."""
         if with_prompt:
             return prompts[:, None, :]
         n = prompts.shape[0]
@@ -289,7 +402,7 @@ class SAM2PixelDecoder(nn.Module):
     def _mask_heads(self, image_embed, high_res, sparse):
         """SAM2's mask decoder with a given sparse prompt, single-mask output.
 
-        Returns raw low-res logits (B,1,4h,4w), object-score logits (B,1), SAM output token (B,256).
+        Returns raw low-res logits (B,1,4h,4w), object-score logits (B,1), SAM output token (B,C).
         """
         b, _, h, w = image_embed.shape
         dense = self.sam.sam_prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(b, -1, h, w)
