@@ -12,6 +12,8 @@ import torch
 from vglamm.cli import main as cli_main
 from vglamm.conversion import convert_released, load_sharded, to_reference_state_dict
 from vglamm.errors import ConfigError, MissingWeightsError
+from vglamm.modeling.configuration import AdapterConfig
+from vglamm.modeling.pixel_decoder import PixelDecoderConfig
 from vglamm.modeling import VideoGLaMM, VideoGLaMMConfig
 
 EXTRAS = {  # present in the release, unused by our model
@@ -76,7 +78,9 @@ def write_release(directory, state, model, *, fmt="bin", seg_idx=None):
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     torch.manual_seed(0)
-    model = VideoGLaMM.from_config(VideoGLaMMConfig.tiny())
+    # A release always carries one of Meta's SAM2 variants (Hiera-L in the paper); tiny's nano SAM2 is ours only.
+    model = VideoGLaMM.from_config(VideoGLaMMConfig.tiny(pixel_decoder=PixelDecoderConfig.tiny(),
+                                                         adapters=AdapterConfig(image_pool=4, video_pool=2)))
     model.language_model.merge_lora()  # the release holds merged weights
     _force_seg(model)
     model.eval()

@@ -148,6 +148,15 @@ def detect_sam2_config(state: dict[str, torch.Tensor], source: str = "SAM2 check
     return f"configs/{version}/{version}_hiera_{size}.yaml"
 
 
+def use_released_sam2(cfg, sam_config: str) -> None:
+    """Point ``cfg`` (a VideoGLaMMConfig) at a released SAM2 variant: Meta's checkpoints are the standard
+    architectures, so a preset's structural overrides (e.g. the nano SAM2 of ``tiny``) are dropped and the
+    prompt width (and the L→V adapter's output) follow the real model."""
+    pd = dataclasses.replace(cfg.pixel_decoder, sam2_config=sam_config, ckpt_path=None, hydra_overrides=[])
+    pd.prompt_dim = cfg.adapters.seg_dim = pd.model_width()
+    cfg.pixel_decoder = pd
+
+
 def internvideo2_config_from_state(state: dict[str, torch.Tensor], base: InternVideo2Config,
                                    source: str = "InternVideo2 checkpoint") -> InternVideo2Config:
     """Shape-determined fields of the encoder (width, patch, depth, MLP ratio, image size, qkv bias) read from the

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from vglamm.conversion.checkpoints import (ConversionReport, detect_sam2_config, internvideo2_config_from_state,
+                                           use_released_sam2,
                                            load_tensor_file, prepare_output, strip_prefix, unwrap_state_dict,
                                            write_model)
 from vglamm.errors import ConfigError, MissingWeightsError
@@ -159,7 +160,7 @@ def convert_components(*, clip: str | os.PathLike, llm: str | os.PathLike, inter
     # 2. SAM2 and InternVideo2 first: cheap to reject a wrong file before loading the LLM
     sam_state = unwrap_state_dict(load_tensor_file(sam2))
     sam_config = sam2_config or detect_sam2_config(sam_state, f"SAM2 checkpoint {sam2}")
-    cfg.pixel_decoder = dataclasses.replace(cfg.pixel_decoder, sam2_config=sam_config, ckpt_path=None)
+    use_released_sam2(cfg, sam_config)
     pixel = SAM2PixelDecoder(cfg.pixel_decoder)
     load_sam2_checkpoint(pixel.sam, sam_state)  # strict: missing / unexpected / wrong shape all raise
     cfg.pixel_decoder.ckpt_path = str(sam2)  # provenance; from_pretrained never re-reads it

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from vglamm.conversion.checkpoints import (ConversionReport, check_shapes, detect_sam2_config,
+from vglamm.conversion.checkpoints import (ConversionReport, check_shapes, detect_sam2_config, use_released_sam2,
                                            internvideo2_config_from_state, load_sharded, own_storage, prepare_output,
                                            strip_prefix, write_model)
 from vglamm.conversion.components import _CONFIG_METADATA, _dtype, load_clip
@@ -142,7 +142,7 @@ def convert_released(source: str | os.PathLike, *, clip: str | os.PathLike, out:
     cfg.video_encoder_ckpt = None  # its weights are in the release
     sam_config = sam2_config or detect_sam2_config(strip_prefix(state, "model.visual_model."),
                                                    f"{source} (model.visual_model)")
-    cfg.pixel_decoder = dataclasses.replace(cfg.pixel_decoder, sam2_config=sam_config, ckpt_path=None)
+    use_released_sam2(cfg, sam_config)
     cfg.validate()
     report.notes.append(f"SAM2 variant: {sam_config}")
 

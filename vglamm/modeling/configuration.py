@@ -163,8 +163,8 @@ class VideoGLaMMConfig:
             num_key_value_heads=4, max_position_embeddings=2048, tie_word_embeddings=False), max_length=2048)
         kwargs: dict[str, Any] = dict(
             image_encoder=image, video_encoder=InternVideo2Config.tiny(), video_encoder_ckpt=None,
-            adapters=AdapterConfig(image_pool=4, video_pool=2),
-            language_model=llm, pixel_decoder=PixelDecoderConfig.tiny(), num_frames=4, inference_max_frames=16,
+            adapters=AdapterConfig(image_pool=4, video_pool=2, seg_dim=64),
+            language_model=llm, pixel_decoder=PixelDecoderConfig.nano(), num_frames=4, inference_max_frames=16,
             name="videoglamm-tiny")
         kwargs.update(overrides)
         return cls(**kwargs)
