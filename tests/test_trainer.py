@@ -165,6 +165,19 @@ def test_recipe_overrides_and_errors(tmp_path):
         latest_checkpoint(tmp_path / "empty")
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "training" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_load_and_name_real_loaders(path):
+    from training.data.registry import LOADERS
+
+    cfg = load_recipe(path, ["stages.0.datasets.0.root=elsewhere"])
+    assert cfg.stages[0].datasets[0].root == "elsewhere"
+    for stage in cfg.stages:
+        for spec in stage.datasets:
+            assert spec.loader in LOADERS, spec.loader
+    with pytest.raises(ConfigError, match="names nothing"):
+        load_recipe(path, ["stages.9.steps=1"])
+
+
 def test_schedule_warms_up_then_decays_linearly():
     cfg = TrainConfig.from_dict(recipe("unused", steps=10, optim={"warmup_steps": 2, "min_lr_ratio": 0.1}))
     factors = [lr_factor(s, cfg) for s in range(10)]

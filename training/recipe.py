@@ -128,7 +128,8 @@ def _typed(cls, d: dict) -> dict:
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML recipe. `overrides` are `key=value` strings with dotted keys (e.g. `optim.lr=1e-4`).
+    """Read a YAML recipe. `overrides` are `key=value` strings with dotted keys (`optim.lr=1e-4`,
+    `stages.0.datasets.0.root=data/my.jsonl`).
 
     Relative dataset roots are taken from the current directory, as with any command-line path.
     """
@@ -142,9 +143,12 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> TrainCo
             raise ConfigError(f"override {item!r} is not key=value")
         node = d
         *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
+        try:
+            for p in parents:  # list items by index: stages.0.datasets.1.rate=2
+                node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+            node[int(leaf) if isinstance(node, list) else leaf] = yaml.safe_load(value)
+        except (IndexError, ValueError, TypeError, AttributeError):
+            raise ConfigError(f"override {item!r}: {key!r} names nothing in {path}") from None
     for stage in d.get("stages", []):
         for ds in stage.get("datasets", []):
             ds["root"] = str(Path(ds["root"]).expanduser())
