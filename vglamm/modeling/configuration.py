@@ -115,6 +115,8 @@ class VideoGLaMMConfig:
     trainable:         "paper", "all", or a list of groups from ``TRAINABLE_GROUPS``.
     train_decoder_mode: SAM2 decoding used in the training forward ("framewise", or "temporal" on short clips).
     mask_target:       "lowres": targets resized to SAM2's low-res logits; "input": logits upsampled to the target size.
+    use_video_encoder: False drops InternVideo2 and its adapter (the paper's image-encoder-only ablation): the LLM
+                       sees only the CLIP tokens of each frame and no video pixels are prepared.
     """
 
     image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
@@ -133,6 +135,7 @@ class VideoGLaMMConfig:
     bce_weight: float = 2.0
     dice_weight: float = 0.5
     max_seg_per_sample: int | None = None
+    use_video_encoder: bool = True
     name: str = "videoglamm"
 
     def __post_init__(self) -> None:
@@ -216,7 +219,8 @@ class VideoGLaMMConfig:
     @property
     def visual_tokens_per_video(self) -> int:
         """Visual tokens one video puts into the LLM sequence (paper: 16×144 + 16×64 = 3328)."""
-        return self.num_frames * (self.adapters.image_pool ** 2 + self.adapters.video_pool ** 2)
+        video = self.adapters.video_pool ** 2 if self.use_video_encoder else 0
+        return self.num_frames * (self.adapters.image_pool ** 2 + video)
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from vglamm.errors import ConfigError, DataFormatError, MissingWeightsError, NoTargetFoundError
+from vglamm.io.atomic import replace_dir
 from vglamm.modeling.adapters import SegAdapter, VisionAdapter
 from vglamm.modeling.configuration import IGNORE_INDEX, VIDEO_PLACEHOLDER_ID, VideoGLaMMConfig
 from vglamm.modeling.generation import generate, position_ids_from_mask
@@ -97,15 +98,17 @@ class _VideoInput:
 class VideoGLaMM(nn.Module):
     """The VideoGLaMM model. Build with :meth:`from_config` or :meth:`from_pretrained`."""
 
-    def __init__(self, cfg: VideoGLaMMConfig, *, image_encoder: CLIPImageEncoder, video_encoder: InternVideo2Encoder,
-                 language_model: LanguageModel, pixel_decoder: SAM2PixelDecoder, tokenizer):
+    def __init__(self, cfg: VideoGLaMMConfig, *, image_encoder: CLIPImageEncoder,
+                 video_encoder: InternVideo2Encoder | None, language_model: LanguageModel, pixel_decoder: SAM2PixelDecoder, tokenizer):
         super().__init__()
         self.cfg = cfg
         width = language_model.hidden_size
         self.image_encoder = image_encoder
-        self.video_encoder = video_encoder
+        # Image-encoder-only models have no InternVideo2 and no video adapter (no weights saved or loaded for them).
+        self.video_encoder = video_encoder if cfg.use_video_encoder else None
         self.image_adapter = VisionAdapter(cfg.image_encoder.hidden_size, width, cfg.adapters.image_pool)
-        self.video_adapter = VisionAdapter(video_encoder.out_dim, width, cfg.adapters.video_pool)
+        self.video_adapter = (VisionAdapter(video_encoder.out_dim, width, cfg.adapters.video_pool)
+                              if cfg.use_video_encoder else None)
         self.language_model = language_model
         self.seg_adapter = SegAdapter(width, cfg.adapters.seg_dim)
         self.pixel_decoder = pixel_decoder
@@ -130,8 +133,8 @@ class VideoGLaMM(nn.Module):
             image = CLIPImageEncoder.from_pretrained(cfg.image_encoder, dtype=torch_dtype)
         else:
             image = CLIPImageEncoder(cfg.image_encoder)
-        video = InternVideo2Encoder(cfg.video_encoder)
-        if load_components and cfg.video_encoder_ckpt:
+        video = InternVideo2Encoder(cfg.video_encoder) if cfg.use_video_encoder else None
+        if video is not None and load_components and cfg.video_encoder_ckpt:
             load_internvideo2_checkpoint(video, cfg.video_encoder_ckpt)
         llm = LanguageModel.from_config(cfg.language_model, tokenizer, load_pretrained=load_components,
                                         torch_dtype=torch_dtype)
@@ -173,7 +176,7 @@ class VideoGLaMM(nn.Module):
                    "seg_adapter": self.seg_adapter, "pixel_decoder": self.pixel_decoder}
         if group not in modules:
             raise ConfigError(f"unknown trainable group {group!r}")
-        return modules[group].parameters()
+        return modules[group].parameters() if modules[group] is not None else iter(())
 
     def set_trainable(self, trainable: str | Sequence[str] | None = None) -> None:
         """Set ``requires_grad`` from the config's trainable set (or ``trainable``, which is then recorded).
@@ -199,7 +202,7 @@ class VideoGLaMM(nn.Module):
         super().train(mode)
         # Frozen encoders stay in eval mode (no dropout / stochastic depth while their features are reused).
         for module in (self.image_encoder, self.video_encoder):
-            if not any(p.requires_grad for p in module.parameters()):
+            if module is not None and not any(p.requires_grad for p in module.parameters()):
                 module.eval()
         return self
 
@@ -215,10 +218,13 @@ class VideoGLaMM(nn.Module):
         return self.language_model.embed_tokens.weight.dtype
 
     # ------------------------------------------------------------------ shared steps
-    def encode_video(self, clip_pixels: torch.Tensor, video_pixels: torch.Tensor) -> torch.Tensor:
+    def encode_video(self, clip_pixels: torch.Tensor, video_pixels: torch.Tensor | None) -> torch.Tensor:
         """(B,N,3,S,S) CLIP pixels + (B,N,3,s,s) InternVideo2 pixels → (B, V, D_llm) visual tokens:
-        every frame's pooled CLIP tokens, then every frame's pooled InternVideo2 tokens."""
+        every frame's pooled CLIP tokens, then every frame's pooled InternVideo2 tokens (CLIP tokens only when
+        ``cfg.use_video_encoder`` is False; ``video_pixels`` is then ignored)."""
         image_tokens = self.image_adapter(self.image_encoder(clip_pixels.to(self.device)))
+        if not self.cfg.use_video_encoder:
+            return image_tokens
         video_tokens = self.video_adapter(self.video_encoder(video_pixels.to(self.device)))
         return torch.cat([image_tokens, video_tokens], dim=1)
 
@@ -267,7 +273,7 @@ class VideoGLaMM(nn.Module):
         cfg = self.cfg
         mode = mode or cfg.train_decoder_mode
         # 1. Visual tokens and the merged LLM sequence
-        visual = self.encode_video(batch["clip_pixels"], batch["video_pixels"])
+        visual = self.encode_video(batch["clip_pixels"], batch.get("video_pixels"))
         embeds, attn, labels, ids = self.merge_inputs(batch["input_ids"], batch["attention_mask"], visual,
                                                       batch["labels"])
         # 2. LLM: last-layer states, logits, next-token CE on answer tokens
@@ -351,7 +357,8 @@ class VideoGLaMM(nn.Module):
         """Text generation for resolved videos: returns :class:`~vglamm.modeling.generation.GenerationResult`."""
         pixels = [self.processor.llm_pixels(v.llm_frames) for v in videos]
         clip = torch.stack([c for c, _ in pixels]).to(self.device, self.dtype)
-        vid = torch.stack([v for _, v in pixels]).to(self.device, self.dtype)
+        vid = (torch.stack([v for _, v in pixels]).to(self.device, self.dtype) if self.cfg.use_video_encoder
+               else None)
         visual = self.encode_video(clip, vid)
         ids, mask = self._encode_prompts([self.processor.prompt_ids(p) for p in prompts])
         embeds, mask, _, _ = self.merge_inputs(ids, mask, visual)
@@ -450,13 +457,7 @@ class VideoGLaMM(nn.Module):
             save_model(self, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "vglamm": "videoglamm"})
             (tmp / CONFIG_NAME).write_text(self.cfg.to_json())
             self.tokenizer.save_pretrained(tmp)
-            old = None
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            replace_dir(tmp, directory)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -486,6 +487,7 @@ class VideoGLaMM(nn.Module):
             model = cls.from_config(cfg, load_components=False, tokenizer=tokenizer)
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
         if missing or unexpected:
+            missing, unexpected = sorted(missing), sorted(unexpected)  # safetensors returns sets
             raise MissingWeightsError(f"{weights} does not match the model built from its config: "
                                       f"{len(missing)} missing (first {missing[:3]}), "
                                       f"{len(unexpected)} unexpected (first {unexpected[:3]})")

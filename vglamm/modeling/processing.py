@@ -23,11 +23,10 @@ from vglamm.io.sampling import uniform_indices
 from vglamm.modeling.configuration import IGNORE_INDEX, VIDEO_PLACEHOLDER_ID, VideoGLaMMConfig
 from vglamm.modeling.image_encoder import clip_preprocess
 from vglamm.modeling.language_model import END_OF_TURN
+from vglamm.modeling.pixel_decoder import preprocess_frames as sam_preprocess
 from vglamm.modeling.video_encoder import preprocess_frames as video_preprocess
 from vglamm.sample import SEG_TOKEN, GroundedSample
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 GCG_PROMPT = ("Could you please give me a detailed description of the video? Please respond with interleaved "
               "segmentation masks for the corresponding parts of the answer.")
@@ -69,17 +68,6 @@ def seg_phrases(raw: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- pixels
-def sam_preprocess(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (T,H,W,3) → SAM2 pixels (T,3,S,S), exactly as ``SAM2PixelDecoder.preprocess``: stretched to S×S
-    (antialiased bilinear), ImageNet normalisation. A function here so data-loader workers need no model."""
-    x = frames.permute(0, 3, 1, 2).float() / 255.0
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 def llm_frame_indices(num_source: int, num_frames: int) -> np.ndarray:
     """Indices of the frames the LLM sees: ``num_frames`` uniform, the last repeated when the clip is shorter."""
     return uniform_indices(num_source, num_frames)
@@ -107,7 +95,8 @@ class VideoGLaMMProcessor:
 
     ``__call__(samples) -> dict`` with
       input_ids (B,L) long (one ``VIDEO_PLACEHOLDER_ID`` per row, right-padded), attention_mask (B,L),
-      labels (B,L), clip_pixels (B,N,3,S,S), video_pixels (B,N,3,s,s) (N = cfg.num_frames),
+      labels (B,L), clip_pixels (B,N,3,S,S), video_pixels (B,N,3,s,s) (N = cfg.num_frames; None when
+      ``cfg.use_video_encoder`` is False),
       sam_pixels [ (T_i,3,S',S') ], target_masks [ (K_i,T_i,h,w) float ], num_seg (B,), sources [str].
     """
 
@@ -159,14 +148,15 @@ class VideoGLaMMProcessor:
         return self.encode_conversation([{"role": "user", "content": prompt}], add_generation_prompt=True).input_ids
 
     # -------------------------------------------------------------- pixels
-    def llm_pixels(self, frames: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (T,H,W,3) → (clip (N,3,S,S), video (N,3,s,s)) for the ``cfg.num_frames`` LLM frames."""
+    def llm_pixels(self, frames: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 (T,H,W,3) → (clip (N,3,S,S), video (N,3,s,s) or None without a video encoder) for the
+        ``cfg.num_frames`` LLM frames."""
         frames = torch.as_tensor(np.asarray(frames))
         idx = torch.as_tensor(llm_frame_indices(len(frames), self.cfg.num_frames))
         picked = frames[idx]
         ic = self.cfg.image_encoder
-        return (clip_preprocess(picked, ic.crop_size, ic.mean, ic.std),
-                video_preprocess(picked, self.cfg.video_encoder.img_size))
+        video = video_preprocess(picked, self.cfg.video_encoder.img_size) if self.cfg.use_video_encoder else None
+        return clip_preprocess(picked, ic.crop_size, ic.mean, ic.std), video
 
     def sam_pixels(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         return sam_preprocess(torch.as_tensor(np.asarray(frames)), self.cfg.pixel_decoder.image_size)
@@ -223,7 +213,7 @@ class VideoGLaMMProcessor:
             "attention_mask": attention,
             "labels": labels_t,
             "clip_pixels": torch.stack(clip),
-            "video_pixels": torch.stack(video),
+            "video_pixels": torch.stack(video) if self.cfg.use_video_encoder else None,
             "sam_pixels": sam,
             "target_masks": targets,
             "num_seg": torch.tensor(num_seg, dtype=torch.long),
