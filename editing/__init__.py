@@ -6,7 +6,7 @@ masks, run an editor from the registry, composite (pixels outside the mask stay 
 
 from __future__ import annotations
 
-import importlib
+from vglamm._lazy import lazy_exports
 
 _EXPORTS = {
     "edit_video": "editing.pipeline",
@@ -21,12 +21,4 @@ _EXPORTS = {
     "choose_editor": "editing.editors.auto",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'editing' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

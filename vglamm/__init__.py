@@ -7,7 +7,7 @@ The data flow, one module each: video (``vglamm.io``) → frames → encoders (`
 
 from __future__ import annotations
 
-import importlib
+from vglamm._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -28,12 +28,4 @@ _ERRORS = ["VglammError", "VideoReadError", "VideoWriteError", "MaskError", "Mis
            "NoTargetFoundError", "DataFormatError", "ConfigError"]
 _EXPORTS.update({name: "vglamm.errors" for name in _ERRORS})
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vglamm' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

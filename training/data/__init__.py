@@ -6,7 +6,7 @@ Submodules are imported lazily so that importing one loader does not import them
 
 from __future__ import annotations
 
-import importlib
+from vglamm._lazy import lazy_exports
 
 _EXPORTS = {
     "FrameSampling": "base", "GroundedDataset": "base", "select_frames": "base",
@@ -24,10 +24,4 @@ _EXPORTS = {
     "LOADERS": "registry", "build_dataset": "registry", "register_loader": "registry",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, {k: f".{v}" for k, v in _EXPORTS.items()})

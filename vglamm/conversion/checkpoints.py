@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 
 from vglamm.errors import ConfigError, MissingWeightsError
+from vglamm.io.atomic import replace_dir
 from vglamm.modeling.video_encoder import InternVideo2Config
 
 REPORT_NAME = "conversion_report.json"
@@ -223,13 +224,7 @@ def write_model(model, out: Path, report: ConversionReport) -> Path:
     try:
         staged = model.save_pretrained(staging_root / "model")
         (staged / REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=2))
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(staged, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(staged, out)
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
     return out

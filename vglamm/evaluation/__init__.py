@@ -5,7 +5,7 @@ Names resolve on first use so that importing this package stays cheap (no torch,
 
 from __future__ import annotations
 
-import importlib
+from vglamm._lazy import lazy_exports
 
 _EXPORTS = {
     # video object segmentation (DAVIS toolkit definitions)
@@ -37,12 +37,4 @@ _EXPORTS = {
     "GroundingRecord": "vglamm.evaluation.grounding",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vglamm.evaluation' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -179,8 +179,11 @@ class Runner:
         raise NotImplementedError
 
     def merge(self, results: dict[str, dict], pred_root: Path) -> dict:
-        """Metrics from the per-video results (and, where needed, the masks they wrote)."""
-        raise NotImplementedError
+        """Metrics from the per-video results (and, where needed, the masks they wrote); by default the written
+        masks are scored as `--predictions` would score them, plus the count of answers without a target."""
+        res = self.score_predictions(pred_root, [k for k in self.keys() if k in results])
+        res["no_target"] = sum(r["no_target"] for r in results.values())
+        return res
 
     def score_predictions(self, pred_root: Path, keys: list[str]) -> dict:
         """Metrics of masks made elsewhere, laid out as this runner writes them."""
@@ -478,11 +481,6 @@ class GCGRunner(Runner):
                 "no_target": not ans.objects, "num_pred": len(masks), "num_gt": len(gt_phrases),
                 "mIoU": gcg_miou(masks, gt_masks)}
 
-    def merge(self, results: dict[str, dict], pred_root: Path) -> dict:
-        res = self.score_predictions(pred_root, [k for k in self.keys() if k in results])
-        res["no_target"] = sum(r["no_target"] for r in results.values())
-        return res
-
     def score_predictions(self, pred_root: Path, keys: list[str]) -> dict:
         from vglamm.evaluation.gcg import GCGRecord, evaluate_gcg
 
@@ -564,11 +562,6 @@ class VidSTGRunner(Runner):
         viou, _ = grounding_video_iou(pred, q["boxes"])
         return {"question": key, "video": q["video"], "qtype": q["qtype"], "prompt": prompt,
                 "raw_text": ans.raw_text, "no_target": not masks, "gt_viou": viou}
-
-    def merge(self, results: dict[str, dict], pred_root: Path) -> dict:
-        res = self.score_predictions(pred_root, [k for k in self.keys() if k in results])
-        res["no_target"] = sum(r["no_target"] for r in results.values())
-        return res
 
     def score_predictions(self, pred_root: Path, keys: list[str]) -> dict:
         from PIL import Image

@@ -5,7 +5,7 @@ Names are resolved on first use so that importing ``vglamm.io.atomic`` stays lig
 
 from __future__ import annotations
 
-import importlib
+from vglamm._lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(["Video", "VideoInfo", "load_video", "iter_video", "probe_video", "write_video", "exact_rate"],
@@ -19,12 +19,4 @@ _EXPORTS = {
     **dict.fromkeys(["atomic_path", "refuse_overwrite", "write_text_atomic", "write_bytes_atomic"], "vglamm.io.atomic"),
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vglamm.io' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -37,11 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from vglamm.errors import ConfigError, MaskError, MissingWeightsError
+from vglamm.modeling.constants import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["PixelDecoderConfig", "FrameFeatures", "SAM2PixelDecoder", "load_sam2_checkpoint"]
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 # SAM2 marks "object absent" with this logit (sam2.modeling.sam2_base.NO_OBJ_SCORE).
 _NO_OBJ_SCORE = -1024.0
 # Passed to SAM2 as the clip length. SAM2 caps object pointers at min(num_frames, 16) and normalises their
@@ -319,6 +318,18 @@ class _TemporalState:
                 o["maskmem_pos_enc"] = None
 
 
+def preprocess_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (T,H,W,3) RGB -> float (T,3,S,S): stretch to S x S (no padding, as the reference), ImageNet
+    normalisation. A plain function so data-loader workers can prepare SAM2 pixels without a model."""
+    x = frames.permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-2:] != (size, size):
+        # antialias: frames are usually shrunk, and SAM2's own loader resizes with PIL (antialiased)
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 class SAM2PixelDecoder(nn.Module):
     """SAM2 pixel decoder: frames + one ``prompt_dim``-wide prompt per object -> mask logits per object and frame."""
 
@@ -331,8 +342,8 @@ class SAM2PixelDecoder(nn.Module):
             raise ConfigError(f"SAM2 hidden_dim {self.sam.hidden_dim} != prompt_dim {cfg.prompt_dim}")
         if cfg.ckpt_path:
             load_sam2_checkpoint(self.sam, cfg.ckpt_path)
-        self.register_buffer("pixel_mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     @property
     def image_size(self) -> int:
@@ -350,12 +361,7 @@ class SAM2PixelDecoder(nn.Module):
             x = x[None]
         if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
             raise MaskError(f"frames must be uint8 (T,H,W,3), got {tuple(x.shape)} {x.dtype}")
-        x = x.to(self.pixel_mean.device).permute(0, 3, 1, 2).float().div_(255.0)
-        s = self.cfg.image_size
-        if x.shape[-2:] != (s, s):
-            # antialias: frames are usually shrunk, and SAM2's own loader resizes with PIL (antialiased)
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        return (x - self.pixel_mean) / self.pixel_std
+        return preprocess_frames(x.to(self.pixel_mean.device), self.cfg.image_size)
 
     def encode_frames(self, pixels: torch.Tensor) -> FrameFeatures:
         """(T,3,S,S) normalised pixels -> FrameFeatures, encoded ``encode_batch`` frames at a time."""

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vglamm.errors import ConfigError, MaskError, MissingWeightsError
+from vglamm.modeling.constants import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "InternVideo2Config",
@@ -46,8 +47,6 @@ __all__ = [
     "preprocess_frames",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CHECKPOINT_PREFIX = "vision_encoder."
 
 
