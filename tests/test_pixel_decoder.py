@@ -279,3 +279,35 @@ def test_report_tiny_vs_nano_train_step(decoder, nano):
             dec.zero_grad()
             print(f"\n[pixel_decoder {name}: {_num_params(dec) / 1e6:.2f} M params] fwd+bwd, 4 frames x 2 objects, "
                   f"{mode}: {best * 1000:.0f} ms")
+
+
+def test_two_prompts_learn_two_different_objects():
+    """The prompt must condition the mask: with unit-scale prompts (what SegAdapter starts from) SAM2 learns to
+    give each of two objects its own mask, not the union of both for every prompt."""
+    import torch.nn.functional as F
+
+    from vglamm.modeling.adapters import SegAdapter
+
+    torch.manual_seed(0)
+    dec = SAM2PixelDecoder(PixelDecoderConfig.nano())
+    frames = np.full((2, 32, 32, 3), 30, np.uint8)
+    masks = np.zeros((2, 2, 32, 32), bool)
+    frames[:, 4:14, 4:14], masks[0, :, 4:14, 4:14] = (220, 30, 30), True
+    frames[:, 18:28, 16:26], masks[1, :, 18:28, 16:26] = (30, 30, 220), True
+    target = F.interpolate(torch.as_tensor(masks).float(), size=(32, 32), mode="nearest")
+    adapter = SegAdapter(32, dec.cfg.prompt_dim)
+    hidden = torch.nn.Parameter(torch.randn(2, 32))
+    assert 0.5 < adapter(hidden).std().item() < 2.0  # SAM2's point embeddings are of this scale
+    params = list(dec.parameters()) + list(adapter.parameters()) + [hidden]
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    pixels = dec.preprocess(frames)
+    for _ in range(100):
+        logits = dec.decode(dec.encode_frames(pixels), adapter(hidden), mode="framewise")
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    pred, gt = logits.detach() > 0, target > 0.5
+    iou = lambda a, b: ((a & b).sum() / (a | b).sum().clamp(min=1)).item()
+    assert iou(pred[0], gt[0]) > 0.9 and iou(pred[1], gt[1]) > 0.9
+    assert iou(pred[0], gt[1]) < 0.1 and iou(pred[1], gt[0]) < 0.1

@@ -46,6 +46,13 @@ class SegAdapter(nn.Module):
     def __init__(self, in_dim: int, out_dim: int = 256):
         super().__init__()
         self.proj = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(), nn.Linear(in_dim, out_dim))
+        # Start with prompts of unit scale, like SAM2's own point embeddings (sin/cos features): torch's default
+        # init gives ~0.2, and SAM2's decoder then learns to ignore the prompt and segment every salient object
+        # for every [SEG] (measured: two objects stuck at IoU 0.5 each). Pretrained checkpoints overwrite this.
+        nn.init.kaiming_normal_(self.proj[0].weight, nonlinearity="relu")
+        nn.init.normal_(self.proj[2].weight, std=in_dim ** -0.5)
+        for layer in (self.proj[0], self.proj[2]):
+            nn.init.zeros_(layer.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.proj(hidden.to(self.proj[0].weight.dtype))
