@@ -11,6 +11,7 @@ re-encodes the video every token, as the paper's code does). Weights are random:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from vglamm.io.video import load_video, write_video
+from vglamm.modeling.configuration import AdapterConfig
 from vglamm.modeling import VideoGLaMM, VideoGLaMMConfig
 from vglamm.modeling.generation import generate, position_ids_from_mask
 from vglamm.modeling.language_model import train_tiny_tokenizer
@@ -46,6 +48,19 @@ def build(preset: str, device: torch.device) -> VideoGLaMM:
     torch.manual_seed(0)
     if preset == "tiny":
         return VideoGLaMM.from_config(VideoGLaMMConfig.tiny()).to(device).eval()
+    if preset == "paper-length":
+        # Tiny widths, the paper's sequence: 16 frames x (12x12 CLIP + 8x8 InternVideo2) = 3328 visual tokens.
+        # At this length the cost of recomputing the sequence per token shows even on a CPU.
+        base = VideoGLaMMConfig.tiny()
+        image = dataclasses.replace(base.image_encoder,
+                                    vision_config={**base.image_encoder.vision_config, "image_size": 192, "patch_size": 16})
+        llm = dataclasses.replace(base.language_model, llm_config={
+            **base.language_model.llm_config, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 4,
+            "max_position_embeddings": 4096})
+        cfg = VideoGLaMMConfig.tiny(image_encoder=image, video_encoder=dataclasses.replace(base.video_encoder, img_size=112),
+                                    language_model=llm, num_frames=16,
+                                    adapters=AdapterConfig(image_pool=12, video_pool=8, seg_dim=64))
+        return VideoGLaMM.from_config(cfg).to(device).eval()
     # Paper-size architecture, random weights; the local tiny tokenizer stands in for Phi-3's (no hub here),
     # so the vocabulary is ~500 rows instead of 32k: the LM head is slightly cheaper than the real one.
     cfg = VideoGLaMMConfig.paper()
@@ -114,8 +129,9 @@ def run(preset: str, device: torch.device, frames: int, size: tuple[int, int], n
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", choices=["tiny", "paper"], default=None,
-                    help="default: tiny on CPU, plus paper when CUDA is available")
+    ap.add_argument("--preset", choices=["tiny", "paper-length", "paper"], default=None,
+                    help="default: tiny and paper-length (tiny widths, the paper's 3328 visual tokens) on CPU, "
+                         "plus paper when CUDA is available")
     ap.add_argument("--device", default=None)
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--height", type=int, default=96)
@@ -124,7 +140,8 @@ def main() -> None:
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
     plans = [(args.preset, torch.device(args.device or ("cuda" if cuda and args.preset == "paper" else "cpu")))] \
-        if args.preset else [("tiny", torch.device("cpu"))] + ([("paper", torch.device("cuda"))] if cuda else [])
+        if args.preset else [("tiny", torch.device("cpu")), ("paper-length", torch.device("cpu"))] + (
+            [("paper", torch.device("cuda"))] if cuda else [])
     for preset, device in plans:
         rows, (vs_recompute, vs_reference) = run(preset, device, args.frames, (args.height, args.width), args.new_tokens)
         print(f"\n== VideoGLaMM {preset} on {device} ({torch.get_num_threads()} CPU threads) ==")
