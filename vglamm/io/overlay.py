@@ -49,8 +49,12 @@ def _label(img: np.ndarray, text: str, mask: np.ndarray, colour: tuple[int, int,
     ys, xs = np.nonzero(mask)
     x = int(np.clip(xs.min(), 0, max(0, w - tw - 4)))
     y = int(np.clip(ys.min() - 4, th + 4, h - base - 1))
-    cv2.rectangle(img, (x, y - th - 4), (x + tw + 4, y + base), (0, 0, 0), thickness=-1)
-    cv2.putText(img, text, (x + 2, y - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+    # The box carries the object's colour and the text is black or white, whichever reads on it: dark palette
+    # colours (the first DAVIS colour is (128, 0, 0)) are unreadable as text on black.
+    cv2.rectangle(img, (x, y - th - 4), (x + tw + 4, y + base), colour, thickness=-1)
+    luma = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+    ink = (0, 0, 0) if luma > 140 else (255, 255, 255)
+    cv2.putText(img, text, (x + 2, y - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, 1, cv2.LINE_AA)
 
 
 def write_overlay_video(path: str | os.PathLike, frames, objects: Sequence[tuple[str | None, np.ndarray]],
