@@ -1,0 +1,58 @@
+"""The demonstration model shipped in vglamm/weights/default: loads offline by its short name and grounds the
+example clip's red car.
+
+The IoU threshold is set from the held-out numbers (benchmarks/eval_default_model.py, 100 test-split clips): see
+MIN_RED_CAR_IOU below.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vglamm
+from vglamm.modeling import VideoGLaMM
+from vglamm.modeling.modeling_videoglamm import builtin_models, resolve_model_path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
+
+# Measured (60 held-out test clips, benchmarks/eval_default_model.py): attribute J = 0.16, motion J = 0.16. The
+# shipped 900-step model does not yet select by expression: its mask covers the clip's salient objects, so on the
+# example clip (the car is the largest object) it scores mean IoU 0.36 on the car. The bar sits between the two:
+# above the held-out J (a model that stops finding the car fails) and a margin below the 0.36 measured here.
+MIN_RED_CAR_IOU = 0.25
+
+pytestmark = pytest.mark.skipif("default" not in builtin_models(), reason="vglamm/weights/default is not installed")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    return vglamm.load_default_model(device="cpu")
+
+
+def test_loads_offline_by_short_name(model, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    path = resolve_model_path("default")
+    assert path.parent.name == "weights" and (path / "model.safetensors").is_file()
+    size = sum(p.stat().st_size for p in path.iterdir())
+    assert size < 20 * 2**20  # a few MB: it ships inside the package
+    again = VideoGLaMM.from_pretrained("default", device="cpu")
+    assert again.cfg.to_dict() == model.cfg.to_dict()
+    assert model.cfg.trainable == "all" and model.cfg.use_video_encoder
+
+
+def test_grounds_the_red_car_in_the_example_clip(model):
+    from vglamm.io.masks import load_rle_json
+
+    gt_file = load_rle_json(EXAMPLES / "red_car_masks.json")
+    car = next(o for o in gt_file["objects"] if o["phrase"] == "a red car")
+    gt = np.asarray(car["masks"], bool)
+    pred = model.segment(EXAMPLES / "red_car.mp4", "the red car")
+    assert pred.shape == gt.shape
+    inter = (pred & gt).sum(axis=(1, 2))
+    union = (pred | gt).sum(axis=(1, 2))
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    assert iou.mean() > MIN_RED_CAR_IOU, f"mean IoU {iou.mean():.3f} over {len(iou)} frames"
