@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import logging
 import os
 import random
 import threading
 import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from vglamm.chat_endpoint import chat_url, post_chat
 from vglamm.errors import ConfigError, VglammError
 
 log = logging.getLogger(__name__)
@@ -138,7 +137,7 @@ class OpenAIChatBackend:
     def __init__(self, config: OpenAIBackendConfig):
         self.config = config
         self.name = f"openai:{config.model}"
-        self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self.url = chat_url(config.base_url)
 
     def payload(self, request: ChatRequest) -> dict:
         cfg = self.config
@@ -159,20 +158,13 @@ class OpenAIChatBackend:
     def complete_payload(self, body: dict) -> str:
         """POST ``body``; retry transient failures with exponential backoff; return the first choice's text."""
         cfg = self.config
-        data = json.dumps(body).encode("utf-8")
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
         last = "no attempt made"
         for attempt in range(cfg.max_retries + 1):
             if attempt:
                 delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (attempt - 1))
                 time.sleep(delay * (0.5 + random.random() / 2))
             try:
-                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=cfg.timeout_s) as resp:
-                    raw = resp.read()
+                return post_chat(self.url, body, api_key_env=cfg.api_key_env, timeout=cfg.timeout_s)
             except urllib.error.HTTPError as e:
                 detail = e.read()[:300].decode("utf-8", "replace")
                 last = f"HTTP {e.code} from {self.url}: {detail}"
@@ -184,20 +176,9 @@ class OpenAIChatBackend:
                 last = f"cannot reach {self.url}: {e}"
                 log.warning("attempt %d: %s; retrying", attempt + 1, last)
                 continue
-            return _first_choice_text(raw, self.url)
+            except ValueError as e:  # a reply that is not a chat completion: retrying will not help
+                raise BackendError(str(e)) from e
         raise BackendError(f"{last} (gave up after {cfg.max_retries + 1} attempts). Is the server up?")
-
-
-def _first_choice_text(raw: bytes, url: str) -> str:
-    try:
-        content = json.loads(raw)["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError) as e:
-        raise BackendError(f"malformed response from {url}: {raw[:200]!r}") from e
-    if isinstance(content, list):  # some servers return content parts
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    if not isinstance(content, str):
-        raise BackendError(f"malformed response from {url}: message content is {type(content).__name__}")
-    return content
 
 
 class TransformersChatBackend:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
+from vglamm.chat_endpoint import chat_url, post_chat
 from vglamm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -112,21 +111,14 @@ class ClairJudge:
     timeout: float = 60.0
 
     def complete(self, prompt: str) -> str:
-        body = json.dumps({
+        body = {
             "model": self.model,
             "messages": [{"role": "system", "content": "You are a helpful assistant."},
                          {"role": "user", "content": prompt}],
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
-        }).encode()
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        req = urllib.request.Request(self.base_url.rstrip("/") + "/chat/completions", data=body, headers=headers)
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            data = json.loads(resp.read().decode())
-        return data["choices"][0]["message"]["content"] or ""
+        }
+        return post_chat(chat_url(self.base_url), body, api_key_env=self.api_key_env, timeout=self.timeout)
 
 
 def parse_clair_response(text: str) -> tuple[float, str] | None:
