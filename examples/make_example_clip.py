@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 
 from training.synthetic.render import render_scene
 from training.synthetic.world import CATEGORY_BOX, Background, Scene, SceneObject

@@ -46,8 +46,9 @@ def _load_model(args):
     return VideoGLaMM.from_pretrained(args.model, device=args.device)
 
 
-def _write_outputs(out: Path, video, objects: list[tuple[str, "np.ndarray"]], overlay: bool) -> None:
-    """masks.json (COCO RLE), masks/ (DAVIS palette PNGs, object k = label k) and overlay.mp4."""
+def _write_outputs(out: Path, video, objects: list[tuple], overlay: bool) -> None:
+    """objects = [(phrase, (T,H,W) bool masks)] → masks.json (COCO RLE), masks/ (DAVIS palette PNGs, object k =
+    label k) and overlay.mp4."""
     from vglamm.io.masks import save_davis_pngs, save_rle_json
     from vglamm.io.overlay import write_overlay_video
 

@@ -10,7 +10,7 @@ pixels outside the edit region stay the source's.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from vglamm.errors import ConfigError

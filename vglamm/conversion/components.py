@@ -6,7 +6,6 @@ mismatch is an error naming the key, raised before anything is written.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from pathlib import Path

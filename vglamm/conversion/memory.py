@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 
 from vglamm.modeling.configuration import VideoGLaMMConfig
 

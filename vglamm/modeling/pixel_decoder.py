@@ -24,7 +24,6 @@ SAM2 and how frames are walked:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
 import warnings
