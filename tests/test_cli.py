@@ -99,3 +99,25 @@ def test_bad_video_is_a_typed_error(tmp_path, capsys):
     bad.write_text("not a video")
     assert main(["segment", str(bad), "x", "--out", str(tmp_path / "o")]) == 2
     assert "notes.mp4" in capsys.readouterr().err
+
+
+def test_installed_training_package_is_vglamms():
+    # the sam2 wheel ships a top-level `training` package; `make setup` removes it so ours is found from anywhere
+    from vglamm._install_check import sam2_training_files, training_shadowed
+
+    assert training_shadowed() is None and sam2_training_files() == []
+    out = subprocess.run([sys.executable, "-c", "import training, sys; sys.stdout.write(training.__file__)"],
+                         cwd="/", capture_output=True, text=True, check=True).stdout
+    assert Path(out).resolve() == Path(__file__).resolve().parents[1] / "training" / "__init__.py"
+
+
+def test_shadowed_training_package_gives_a_fix_it_error(monkeypatch, capsys):
+    import vglamm._install_check as check
+
+    monkeypatch.setattr(check, "training_shadowed", lambda: "/site-packages/training/__init__.py")
+    assert main(["train", "recipe.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "sam2 wheel" in err and "--fix-sam2-training" in err
+    with pytest.raises(SystemExit) as exit_info:  # other commands are unaffected
+        main(["segment", "--help"])
+    assert exit_info.value.code == 0

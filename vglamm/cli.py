@@ -61,7 +61,26 @@ def _version() -> str:
     return f"vglamm {__version__}"
 
 
+def _training_shadowed_error(argv: list[str]) -> str | None:
+    """A fix-it message when a `training`-area command is asked for but sam2's stray package shadows ours."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    areas = {name for name, module, _ in _AREAS if module.startswith("training")}
+    if command not in areas:
+        return None
+    from vglamm._install_check import training_shadowed
+
+    where = training_shadowed()
+    if where is None:
+        return None
+    return (f"vglamm {command}: error: `import training` finds {where}, the training package the sam2 wheel "
+            "installs, not vglamm's. Remove it with: python -m vglamm._install_check --fix-sam2-training")
+
+
 def main(argv: list[str] | None = None) -> int:
+    message = _training_shadowed_error(sys.argv[1:] if argv is None else list(argv))
+    if message:
+        print(message, file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
