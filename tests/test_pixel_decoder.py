@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from vglamm.errors import ConfigError, MaskError, MissingWeightsError
+from vglamm.modeling.conv_trunk import ConvTrunk
 from vglamm.modeling.pixel_decoder import FrameFeatures, PixelDecoderConfig, SAM2PixelDecoder
 
 T, N, H, W = 5, 3, 36, 52
@@ -191,8 +192,8 @@ def test_nano_config_and_architecture(nano, nano_features):
     assert cfg.prompt_dim == cfg.model_width() == nano.sam.hidden_dim == 64
     assert PixelDecoderConfig.tiny().model_width() == 256
     sam = nano.sam
-    # every SAM2 part is there, only narrower / shallower
-    assert len(sam.image_encoder.trunk.blocks) == 5 and sam.image_encoder.trunk.channel_list == [128, 64, 32, 16]
+    # every SAM2 part is there, only narrower / shallower; the image trunk is the conv one by default
+    assert isinstance(sam.image_encoder.trunk, ConvTrunk) and sam.image_encoder.trunk.channel_list == [128, 64, 32, 16]
     assert sam.mem_dim == 32 and len(sam.memory_attention.layers) == 1
     assert sam.use_high_res_features_in_sam and sam.use_obj_ptrs_in_encoder and sam.num_maskmem == 7
     assert 500_000 <= _num_params(nano) <= 3_000_000
@@ -209,6 +210,25 @@ def test_nano_prompt_dim_must_match_width():
         PixelDecoderConfig.nano(image_size=48)
     with pytest.raises(ConfigError):  # a typo in an override is a ConfigError, not a Hydra exception
         PixelDecoderConfig(hydra_overrides=["model.no_such_key=1"]).validate()
+
+
+def test_conv_trunk_keeps_the_sam2_trunk_contract():
+    trunk = ConvTrunk((8, 16, 32, 64))
+    maps = trunk(torch.zeros(2, 3, 96, 128))
+    assert [tuple(m.shape) for m in maps] == [(2, 8, 24, 32), (2, 16, 12, 16), (2, 32, 6, 8), (2, 64, 3, 4)]
+    assert trunk.channel_list == [64, 32, 16, 8]
+    with pytest.raises(ValueError):
+        ConvTrunk((8, 16, 32))
+
+
+def test_nano_hiera_trunk_still_builds_and_bad_trunk_is_a_config_error():
+    dec = SAM2PixelDecoder(PixelDecoderConfig.nano(trunk="hiera")).eval()
+    assert len(dec.sam.image_encoder.trunk.blocks) == 5 and dec.sam.image_encoder.trunk.channel_list == [128, 64, 32, 16]
+    with torch.no_grad():
+        out = dec.decode(dec.encode_frames(torch.zeros(2, 3, 128, 128)), torch.zeros(1, 64))
+    assert out.shape == (1, 2, 32, 32) and torch.isfinite(out).all()
+    with pytest.raises(ConfigError, match="trunk"):
+        PixelDecoderConfig.nano(trunk="resnet")
 
 
 def test_nano_64px_builds():

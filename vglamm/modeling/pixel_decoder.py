@@ -74,21 +74,25 @@ class PixelDecoderConfig:
         return cls(sam2_config="configs/sam2.1/sam2.1_hiera_t.yaml", image_size=128)
 
     @classmethod
-    def nano(cls, image_size: int = 128) -> "PixelDecoderConfig":
-        """SAM2.1 Hiera-T's architecture shrunk to 1.3 M parameters (width 64), random weights.
+    def nano(cls, image_size: int = 128, trunk: str = "conv") -> "PixelDecoderConfig":
+        """SAM2.1 Hiera-T's architecture shrunk to ~1.3 M parameters (width 64), random weights.
 
-        Every SAM2 part is kept (Hiera + FPN, prompt encoder, mask decoder with high-res features, memory
+        Every SAM2 part is kept (image trunk + FPN, prompt encoder, mask decoder with high-res features, memory
         attention, memory encoder, object pointers); only widths and depths shrink, so a CPU training step
         takes a fraction of ``tiny()``'s. No pretrained checkpoint exists for it: train from scratch.
-        image_size must be a multiple of 32 (Hiera tiles its 8x8 window position embedding over the S/4 map).
+        trunk: ``"conv"`` (default; :class:`~vglamm.modeling.conv_trunk.ConvTrunk`, learns from scratch much
+        faster) or ``"hiera"`` (SAM2's own trunk, shrunk). image_size must be a multiple of 32 (Hiera tiles its
+        8x8 window position embedding over the S/4 map; the conv trunk needs a stride-32 map).
         """
         if image_size <= 0 or image_size % 32:
             raise ConfigError(f"nano() image_size must be a positive multiple of 32, got {image_size}")
+        if trunk not in ("conv", "hiera"):
+            raise ConfigError(f"nano() trunk must be 'conv' or 'hiera', got {trunk!r}")
         return cls(
             sam2_config="configs/sam2.1/sam2.1_hiera_t.yaml",
             image_size=image_size,
             prompt_dim=_NANO["width"],
-            hydra_overrides=_nano_overrides(image_size),
+            hydra_overrides=_nano_overrides(image_size, trunk),
         )
 
     @classmethod
@@ -124,14 +128,9 @@ class PixelDecoderConfig:
 _NANO = dict(width=64, mem_dim=32, trunk_dim=16, stages=[1, 1, 2, 1], mem_ffn=256)
 
 
-def _nano_overrides(image_size: int) -> list[str]:
-    w, m, d = _NANO["width"], _NANO["mem_dim"], _NANO["trunk_dim"]
-    channels = [d * 2**i for i in range(len(_NANO["stages"]))][::-1]
-    feat = image_size // 16  # memory attention runs on the stride-16 map; RoPE tables sized for it
-    trunk, neck = "++model.image_encoder.trunk", "++model.image_encoder.neck"
-    mattn, menc = "++model.memory_attention", "++model.memory_encoder"
+def _hiera_overrides(trunk: str) -> list[str]:
     return [
-        f"{trunk}.embed_dim={d}",
+        f"{trunk}.embed_dim={_NANO['trunk_dim']}",
         f"{trunk}.num_heads=1",
         f"{trunk}.stages={_NANO['stages']}",
         # blocks 0 | 1 | 2 3 | 4; windows 8/4 on the stride-4/8 maps, the stride-16/32 maps (8x8, 4x4 at 128 px)
@@ -139,6 +138,23 @@ def _nano_overrides(image_size: int) -> list[str]:
         # (q-pooling) cannot be global in sam2 (it divides by the window size).
         f"{trunk}.window_spec=[8,4,8,4]",
         f"{trunk}.global_att_blocks=[3]",
+    ]
+
+
+def _nano_overrides(image_size: int, trunk_kind: str = "hiera") -> list[str]:
+    w, m, d = _NANO["width"], _NANO["mem_dim"], _NANO["trunk_dim"]
+    dims = [d * 2**i for i in range(len(_NANO["stages"]))]
+    channels = dims[::-1]
+    feat = image_size // 16  # memory attention runs on the stride-16 map; RoPE tables sized for it
+    trunk, neck = "++model.image_encoder.trunk", "++model.image_encoder.neck"
+    mattn, menc = "++model.memory_attention", "++model.memory_encoder"
+    if trunk_kind == "conv":  # same stage widths as the shrunk Hiera, so the neck below is unchanged
+        trunk_overrides = ["~model.image_encoder.trunk", f"{trunk}._target_=vglamm.modeling.conv_trunk.ConvTrunk",
+                           f"{trunk}.dims={dims}"]
+    else:
+        trunk_overrides = _hiera_overrides(trunk)
+    return [
+        *trunk_overrides,
         f"{neck}.d_model={w}",
         f"{neck}.backbone_channel_list={channels}",
         f"{neck}.position_encoding.num_pos_feats={w}",
