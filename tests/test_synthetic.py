@@ -276,3 +276,25 @@ def test_on_the_fly_dataset_yields_consistent_samples():
     assert tasks == {"gcg", "refer"}
     with pytest.raises(ConfigError):
         SyntheticDataset(0)
+
+
+def test_several_expressions_per_sample_are_turns_about_different_objects():
+    from training.synthetic import SyntheticDataset
+
+    ds = SyntheticDataset(8, seed=2, split="valid", p_gcg=0.0, exprs_per_sample=3)
+    for i in range(len(ds)):
+        s = ds[i]
+        clip = make_clip(clip_seed(2, "valid", i))
+        turns = s.meta["expressions"]
+        assert 1 <= len(turns) <= 3 and len(turns) == min(3, len({e.obj_ids for e in clip.expressions}))
+        assert [m["role"] for m in s.conversation] == ["user", "assistant"] * len(turns)
+        assert s.num_seg() == len(turns) == s.masks.shape[0]  # one [SEG] and one mask track per turn
+        by_text = {e.text: e for e in clip.expressions}
+        referred = [by_text[text].obj_ids for _, text in turns]
+        assert len(set(referred)) == len(referred)  # every turn is about a different object
+        for k, (kind, text) in enumerate(turns):
+            assert text in s.conversation[2 * k]["content"] and by_text[text].kind == kind
+            expected = np.any([clip.object_masks(o) for o in referred[k]], axis=0)[s.frame_indices]
+            np.testing.assert_array_equal(s.masks[k], expected)
+    with pytest.raises(ConfigError):
+        SyntheticDataset(2, exprs_per_sample=0)

@@ -22,21 +22,28 @@ class SyntheticRecord:
 
 
 class SyntheticDataset(GroundedDataset):
-    """Index ``i`` is clip ``i`` of ``split``; each draw is a GCG sample (probability ``p_gcg``) or one of the
-    clip's referring expressions. The clip is the same every epoch; the task, expression, frames and templates
-    vary with ``(sampling.seed, epoch, i)``.
+    """Index ``i`` is clip ``i`` of ``split``; each draw is a GCG sample (probability ``p_gcg``) or referring
+    expressions of the clip. The clip is the same every epoch; the task, expressions, frames and templates vary
+    with ``(sampling.seed, epoch, i)``.
+
+    exprs_per_sample: a referring draw asks about up to this many different objects, one question per turn of a
+    multi-turn conversation (as LISA samples several questions per image): the clip is encoded once and every
+    turn's ``[SEG]`` gets a mask loss, so a training step sees several objects at nearly the cost of one.
     """
 
     name = "synthetic"
 
     def __init__(self, num_videos: int, seed: int = 0, split: str = "train", config: WorldConfig | None = None,
-                 sampling: FrameSampling | None = None, *, p_gcg: float = 0.4, name: str | None = None,
-                 random_templates: bool = True):
+                 sampling: FrameSampling | None = None, *, p_gcg: float = 0.4, exprs_per_sample: int = 1,
+                 name: str | None = None, random_templates: bool = True):
         super().__init__(sampling or FrameSampling(num_frames=8), name=name, random_templates=random_templates)
         if num_videos < 1:
             raise ConfigError(f"num_videos={num_videos}: use at least one clip.")
         if not 0.0 <= p_gcg <= 1.0:
             raise ConfigError(f"p_gcg={p_gcg}: a probability must be in [0, 1].")
+        if exprs_per_sample < 1:
+            raise ConfigError(f"exprs_per_sample={exprs_per_sample}: ask at least one question per sample.")
+        self.exprs_per_sample = exprs_per_sample
         self.config = config or WorldConfig()
         self.config.validate()
         self.split, self.p_gcg = split, p_gcg
@@ -47,18 +54,35 @@ class SyntheticDataset(GroundedDataset):
         clip = make_clip(r.seed, self.config, clip_id=f"{self.split}_{r.index:06d}")
         trng = self.template_rng(rng)
         if rng.random() < self.p_gcg or not clip.expressions:
-            obj_ids = list(clip.caption.obj_ids)
-            question, answer = pick(GCG_QUESTIONS, trng), clip.caption.grounded()
-            meta = {"task": "gcg", "obj_ids": obj_ids}
+            groups = [(o,) for o in clip.caption.obj_ids]
+            conversation = [{"role": "user", "content": pick(GCG_QUESTIONS, trng)},
+                            {"role": "assistant", "content": clip.caption.grounded()}]
+            meta = {"task": "gcg", "obj_ids": [o for (o,) in groups]}
         else:
-            e = clip.expressions[int(rng.integers(len(clip.expressions)))]
-            obj_ids = list(e.obj_ids)
-            question = pick(REFER_VIDEO_QUESTIONS, trng).format(exp=e.text)
-            answer = pick(REFER_ANSWERS, trng)
-            meta = {"task": "refer", "kind": e.kind, "expression": e.text, "obj_ids": obj_ids}
-        masks = np.stack([clip.object_masks(o) for o in obj_ids])  # (N, T, H, W)
+            chosen = self._pick_expressions(clip.expressions, rng)
+            groups = [tuple(e.obj_ids) for e in chosen]
+            conversation = []
+            for e in chosen:
+                conversation += [{"role": "user", "content": pick(REFER_VIDEO_QUESTIONS, trng).format(exp=e.text)},
+                                 {"role": "assistant", "content": pick(REFER_ANSWERS, trng)}]
+            meta = {"task": "refer", "kind": chosen[0].kind, "expression": chosen[0].text, "obj_ids": list(groups[0]),
+                    "expressions": [(e.kind, e.text) for e in chosen]}
+        # one mask track per [SEG]: the union of the objects an expression refers to
+        masks = np.stack([np.any([clip.object_masks(o) for o in g], axis=0) for g in groups])  # (N, T, H, W)
         idx = select_frames(clip.scene.num_frames, self.sampling, masks.any(axis=(2, 3)),
                             rng if self.sampling.random else None)
-        conversation = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
         return GroundedSample(clip.frames[idx], conversation, masks[:, idx], idx,
                               f"{self.name}:{clip.clip_id}", meta)
+
+    def _pick_expressions(self, expressions, rng: np.random.Generator) -> list:
+        """Up to ``exprs_per_sample`` expressions in random order, each about a different object."""
+        chosen, seen = [], set()
+        for j in rng.permutation(len(expressions)):
+            e = expressions[int(j)]
+            if e.obj_ids in seen:
+                continue
+            chosen.append(e)
+            seen.add(e.obj_ids)
+            if len(chosen) == self.exprs_per_sample:
+                break
+        return chosen
