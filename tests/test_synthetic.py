@@ -298,3 +298,17 @@ def test_several_expressions_per_sample_are_turns_about_different_objects():
             np.testing.assert_array_equal(s.masks[k], expected)
     with pytest.raises(ConfigError):
         SyntheticDataset(2, exprs_per_sample=0)
+
+
+def test_phrase_answers_name_the_expression_like_gcg():
+    from training.synthetic import SyntheticDataset
+    from vglamm.modeling.processing import seg_phrases
+
+    ds = SyntheticDataset(4, seed=3, split="valid", p_gcg=0.0, exprs_per_sample=2, phrase_answers=True)
+    for i in range(len(ds)):
+        s = ds[i]
+        for k, (_, text) in enumerate(s.meta["expressions"]):
+            answer = s.conversation[2 * k + 1]["content"]
+            assert seg_phrases(answer) == [text]
+    plain = SyntheticDataset(4, seed=3, split="valid", p_gcg=0.0)[0].conversation[1]["content"]
+    assert "<p>" not in plain and "[SEG]" in plain

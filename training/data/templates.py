@@ -47,6 +47,15 @@ REFER_ANSWERS = (
     "[SEG].",
 )
 
+# Referring answers that name the expression the way GCG answers name phrases. Repeating the phrase makes the
+# answer tokens before [SEG] depend on the question, so the language loss itself trains attention from the answer
+# back to the expression (with "It is [SEG]." only the mask loss, through [SEG], can teach that).
+REFER_PHRASE_ANSWERS = (
+    "<p> {exp} </p> [SEG].",
+    "Sure, <p> {exp} </p> [SEG].",
+    "Sure, it is <p> {exp} </p> [SEG].",
+)
+
 
 def pick(templates: tuple[str, ...], rng: np.random.Generator | None) -> str:
     """One template: the first when ``rng`` is None (deterministic evaluation), else a seeded draw."""

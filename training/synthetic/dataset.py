@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.data.base import FrameSampling, GroundedDataset, select_frames
-from training.data.templates import GCG_QUESTIONS, REFER_ANSWERS, REFER_VIDEO_QUESTIONS, pick
+from training.data.templates import GCG_QUESTIONS, REFER_ANSWERS, REFER_PHRASE_ANSWERS, REFER_VIDEO_QUESTIONS, pick
 from vglamm.errors import ConfigError
 from vglamm.sample import GroundedSample
 
@@ -29,12 +29,15 @@ class SyntheticDataset(GroundedDataset):
     exprs_per_sample: a referring draw asks about up to this many different objects, one question per turn of a
     multi-turn conversation (as LISA samples several questions per image): the clip is encoded once and every
     turn's ``[SEG]`` gets a mask loss, so a training step sees several objects at nearly the cost of one.
+    phrase_answers: referring answers repeat the expression as a grounded phrase (``Sure, <p> the red car </p>
+    [SEG].``, the GCG format) instead of ``It is [SEG].``.
     """
 
     name = "synthetic"
 
     def __init__(self, num_videos: int, seed: int = 0, split: str = "train", config: WorldConfig | None = None,
                  sampling: FrameSampling | None = None, *, p_gcg: float = 0.4, exprs_per_sample: int = 1,
+                 phrase_answers: bool = False,
                  name: str | None = None, random_templates: bool = True):
         super().__init__(sampling or FrameSampling(num_frames=8), name=name, random_templates=random_templates)
         if num_videos < 1:
@@ -43,7 +46,7 @@ class SyntheticDataset(GroundedDataset):
             raise ConfigError(f"p_gcg={p_gcg}: a probability must be in [0, 1].")
         if exprs_per_sample < 1:
             raise ConfigError(f"exprs_per_sample={exprs_per_sample}: ask at least one question per sample.")
-        self.exprs_per_sample = exprs_per_sample
+        self.exprs_per_sample, self.phrase_answers = exprs_per_sample, phrase_answers
         self.config = config or WorldConfig()
         self.config.validate()
         self.split, self.p_gcg = split, p_gcg
@@ -62,9 +65,10 @@ class SyntheticDataset(GroundedDataset):
             chosen = self._pick_expressions(clip.expressions, rng)
             groups = [tuple(e.obj_ids) for e in chosen]
             conversation = []
+            answers = REFER_PHRASE_ANSWERS if self.phrase_answers else REFER_ANSWERS
             for e in chosen:
                 conversation += [{"role": "user", "content": pick(REFER_VIDEO_QUESTIONS, trng).format(exp=e.text)},
-                                 {"role": "assistant", "content": pick(REFER_ANSWERS, trng)}]
+                                 {"role": "assistant", "content": pick(answers, trng).format(exp=e.text)}]
             meta = {"task": "refer", "kind": chosen[0].kind, "expression": chosen[0].text, "obj_ids": list(groups[0]),
                     "expressions": [(e.kind, e.text) for e in chosen]}
         # one mask track per [SEG]: the union of the objects an expression refers to
