@@ -11,7 +11,6 @@ shadows vglamm's ``training`` everywhere but the repository root (``vglamm train
 from __future__ import annotations
 
 import importlib.metadata as md
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -29,13 +28,15 @@ def sam2_training_files() -> list[Path]:
 
 
 def training_shadowed() -> str | None:
-    """Where ``import training`` resolves when it is not vglamm's, else None (checked as from any directory)."""
-    saved = list(sys.path)
-    try:
-        sys.path[:] = [p for p in sys.path if p not in ("", ".") and Path(p).resolve() != OURS.parent]
-        spec = importlib.util.find_spec("training") if "training" not in sys.modules else None
-    finally:
-        sys.path[:] = saved
+    """Where ``import training`` resolves when it is not vglamm's, else None (as from any directory).
+
+    The path-based finder runs before the editable install's finder, so a ``training`` it finds on ``sys.path``
+    (the repository root left out) wins over ours.
+    """
+    from importlib.machinery import PathFinder
+
+    path = [p for p in sys.path if p not in ("", ".") and Path(p).resolve() != OURS.parent]
+    spec = PathFinder.find_spec("training", path)
     if spec is None or spec.origin is None:
         return None
     origin = Path(spec.origin).resolve()
