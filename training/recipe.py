@@ -66,6 +66,9 @@ class TrainConfig:
     skip_bad_records: bool = False  # redraw instead of stopping when a record fails to load (counted, logged)
     device: str | None = None  # default: cuda when available
     export_dir: str | None = None  # merged-LoRA `from_pretrained` directory written at the end
+    # Stage 0 before `stages` (synthetic world only): SAM2 learns to follow attribute prompts, see
+    # training.synthetic.prompt_pretrain.PromptPretrainConfig for the keys. None: no stage 0.
+    prompt_pretrain: dict | None = None
 
     @property
     def total_steps(self) -> int:
@@ -91,7 +94,18 @@ class TrainConfig:
             raise ConfigError(f"backend must be 'torch' or 'deepspeed', not {self.backend!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
+        self.prompt_pretrain_config()  # raises on unknown keys or bad values
         return self
+
+    def prompt_pretrain_config(self):
+        """The typed stage-0 settings (a PromptPretrainConfig), or None when the recipe has no stage 0."""
+        if self.prompt_pretrain is None:
+            return None
+        from training.synthetic.prompt_pretrain import PromptPretrainConfig
+
+        cfg = PromptPretrainConfig(**_typed(PromptPretrainConfig, dict(self.prompt_pretrain)))
+        cfg.validate()
+        return cfg
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -118,6 +118,40 @@ def _distributed_env() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+# ----------------------------------------------------------------------------------------------- stage 0
+PROMPT_PRETRAIN_FILE = "prompt_pretrain/pixel_decoder.safetensors"
+
+
+def prompt_pretrain_stage(cfg: TrainConfig, model, out_dir: Path, rank: int, resuming: bool, progress: bool) -> Path:
+    """Run stage 0 once per run folder: pre-train SAM2 (training.synthetic.prompt_pretrain), rank 0 saving it
+    with its log; every later start or resume of the run loads that file instead of training again.
+
+    Every rank trains the same seeded stage itself (DeepSpeed broadcasts rank 0's weights when it wraps the model),
+    so no rank waits on a file another one writes before the process group exists.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from training.synthetic.prompt_pretrain import pretrain_pixel_decoder
+    from vglamm.io.atomic import atomic_path
+
+    path = out_dir / PROMPT_PRETRAIN_FILE
+    decoder = model.pixel_decoder
+    if path.exists():
+        device = next(decoder.parameters()).device
+        decoder.load_state_dict(load_file(str(path), device=str(device)))
+        return path
+    if resuming:
+        raise MissingWeightsError(f"this recipe has a prompt_pretrain stage but {path} is missing, so the resumed "
+                                  "run cannot rebuild its SAM2 start; resume with the run's own out_dir")
+    history = pretrain_pixel_decoder(decoder, cfg.prompt_pretrain_config(), progress=progress and rank == 0)
+    if rank == 0:
+        with atomic_path(path.parent / "history.json") as tmp:
+            tmp.write_text(json.dumps(history, indent=1))
+        with atomic_path(path) as tmp:  # the weights last: their presence means stage 0 is complete
+            save_file({k: v.detach().cpu().clone() for k, v in decoder.state_dict().items()}, str(tmp))
+    return path
+
+
 # ----------------------------------------------------------------------------------------------- checkpoints
 def list_checkpoints(out_dir: Path) -> list[Path]:
     found = [p for p in out_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.json").exists()]
@@ -194,6 +228,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     # 1. Model and data.
     seed_everything(cfg.seed)  # model initialisation is identical on every rank and every resume
     model = build_model(cfg).to(device)
+    if cfg.prompt_pretrain is not None:  # stage 0: SAM2 learns to follow prompts before the LLM talks to it
+        prompt_pretrain_stage(cfg, model, out_dir, rank, resuming=resume is not None, progress=progress)
     stage_data = build_stage_data(cfg, rank)
 
     # 2. Optimiser over the trainable parameters only (frozen ones get no state), and the schedule.

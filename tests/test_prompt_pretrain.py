@@ -1,0 +1,100 @@
+"""Stage 0: SAM2 pre-trained on attribute prompts of the synthetic world, standalone and inside the trainer."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import training.trainer as trainer
+from tests.test_trainer import recipe
+from training.recipe import TrainConfig
+from training.synthetic.prompt_pretrain import AttributePrompts, PromptPretrainConfig, pretrain_pixel_decoder
+from training.synthetic.world import SceneObject
+from vglamm.errors import ConfigError, MissingWeightsError
+from vglamm.modeling.pixel_decoder import PixelDecoderConfig, SAM2PixelDecoder
+
+SMALL_WORLD = {"num_frames": 4, "height": 64, "width": 64}
+
+
+def small(**kw) -> PromptPretrainConfig:
+    base = dict(steps=3, clips_per_step=1, frames=2, mode="framewise", world=SMALL_WORLD, log_every=1)
+    return PromptPretrainConfig(**{**base, **kw})
+
+
+def decoder() -> SAM2PixelDecoder:
+    torch.manual_seed(0)
+    return SAM2PixelDecoder(PixelDecoderConfig.nano(image_size=64))
+
+
+def test_prompts_are_the_sum_of_attribute_embeddings():
+    prompts = AttributePrompts(8)
+    obj = dict(obj_id=1, width=10.0, height=5.0, start=(0.0, 0.0), velocity=(0.0, 0.0), stop_frame=None, depth=0, facing=1)
+    red_car = SceneObject(category="car", colour="red", size="large", **obj)
+    red_ball = SceneObject(category="ball", colour="red", size="large", **obj)
+    p = prompts([red_car, red_ball])
+    assert p.shape == (2, 8)
+    # same colour and size, different category: the difference is exactly the category embeddings'
+    diff = prompts.category.weight[prompts.categories.index("car")] - prompts.category.weight[prompts.categories.index("ball")]
+    torch.testing.assert_close(p[0] - p[1], diff)
+
+
+def test_pretraining_is_deterministic_and_trains_the_decoder():
+    a, b = decoder(), decoder()
+    start = {k: v.clone() for k, v in a.state_dict().items()}
+    history = pretrain_pixel_decoder(a, small(), progress=False)
+    pretrain_pixel_decoder(b, small(), progress=False)
+    assert [r["step"] for r in history] == [1, 2, 3]
+    assert all(0.0 <= r["iou"] <= 1.0 and r["loss"] > 0 for r in history)
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(v, b.state_dict()[k], msg=k)
+    changed = [k for k, v in a.state_dict().items() if not torch.equal(v, start[k])]
+    assert any("sam_mask_decoder" in k for k in changed) and any("image_encoder" in k for k in changed)
+
+
+def test_pretraining_lowers_the_mask_loss():
+    history = pretrain_pixel_decoder(decoder(), small(steps=120, lr=2e-3, log_every=40), progress=False)
+    first, last = history[0]["loss"], history[-1]["loss"]
+    assert last < 0.8 * first, history
+
+
+def test_bad_settings_raise_config_errors():
+    with pytest.raises(ConfigError, match="mode"):
+        small(mode="sideways").validate()
+    with pytest.raises(ConfigError, match="frames"):
+        small(frames=9).validate()
+    with pytest.raises(ConfigError, match="PromptPretrainConfig"):
+        TrainConfig.from_dict(recipe("unused", prompt_pretrain={"stepz": 3}))
+
+
+def test_trainer_runs_stage_zero_once_and_reuses_it(tmp_path, monkeypatch):
+    stage0 = {"steps": 2, "clips_per_step": 1, "frames": 2, "mode": "framewise", "world": SMALL_WORLD, "log_every": 1}
+    cfg = TrainConfig.from_dict(recipe(tmp_path, steps=1, prompt_pretrain=stage0))
+    calls = []
+    real = trainer.prompt_pretrain_stage
+
+    def spy(cfg_, model, *args, **kwargs):
+        calls.append({k: v.clone() for k, v in model.pixel_decoder.state_dict().items()})
+        return real(cfg_, model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "prompt_pretrain_stage", spy)
+    trainer.train(cfg, progress=False)
+    saved = tmp_path / trainer.PROMPT_PRETRAIN_FILE
+    weights = load_file(str(saved))
+    assert [r["step"] for r in json.loads((saved.parent / "history.json").read_text())] == [1, 2]
+    assert any(not torch.equal(weights[k], calls[0][k]) for k in weights)  # stage 0 changed SAM2
+
+    # A second start of the same run folder loads stage 0's result instead of training it again.
+    def no_training(*args, **kwargs):
+        raise AssertionError("stage 0 ran twice")
+
+    monkeypatch.setattr("training.synthetic.prompt_pretrain.pretrain_pixel_decoder", no_training)
+    model = trainer.build_model(cfg)
+    real(cfg, model, tmp_path, 0, resuming=False, progress=False)
+    for k, v in model.pixel_decoder.state_dict().items():
+        torch.testing.assert_close(v, weights[k], msg=k)
+
+    # A resume whose stage-0 weights are gone cannot rebuild its start: a typed error, not a silent retrain.
+    saved.unlink()
+    with pytest.raises(MissingWeightsError, match="prompt_pretrain"):
+        trainer.train(cfg, resume=tmp_path, progress=False)
