@@ -17,7 +17,10 @@ Measured on the 2-core CPU machine (attribute expressions, framewise): with the 
 oracle (colour + category + size embeddings summed, every object of 2 clips x 2 frames per step) the Hiera trunk
 is at 0.30 after 2,500 steps and the conv trunk (``vglamm.modeling.conv_trunk``) at 0.53 after 2,000, which is
 why nano uses the conv trunk. (Learning rates 5e-4 / 1e-3 behave alike, 3e-3 stalls at 0.27; adding the prompt to
-SAM2's dense embedding or raising the Dice weight to 2 did not change the curve.)
+SAM2's dense embedding or raising the Dice weight to 2 did not change the curve.) The trainer's stage 0
+(``training.synthetic.prompt_pretrain``) is the attribute oracle made a recipe step; with the loss at mask
+resolution, temporal decoding, gradient clipping and a decaying learning rate it reaches IoU 0.74 (empty/empty
+counted 1) after 4,000 steps of 2 clips x 4 frames, ~20 min on one core.
 """
 
 from __future__ import annotations

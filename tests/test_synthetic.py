@@ -300,15 +300,30 @@ def test_several_expressions_per_sample_are_turns_about_different_objects():
         SyntheticDataset(2, exprs_per_sample=0)
 
 
-def test_phrase_answers_name_the_expression_like_gcg():
+def test_answer_styles_repeat_the_expression_or_name_the_object():
     from training.synthetic import SyntheticDataset
     from vglamm.modeling.processing import seg_phrases
 
-    ds = SyntheticDataset(4, seed=3, split="valid", p_gcg=0.0, exprs_per_sample=2, phrase_answers=True)
-    for i in range(len(ds)):
-        s = ds[i]
-        for k, (_, text) in enumerate(s.meta["expressions"]):
-            answer = s.conversation[2 * k + 1]["content"]
-            assert seg_phrases(answer) == [text]
+    phrase = SyntheticDataset(4, seed=3, split="valid", p_gcg=0.0, exprs_per_sample=2, answers="phrase")
+    named = SyntheticDataset(4, seed=3, split="valid", p_gcg=0.0, exprs_per_sample=2, answers="name")
+    for i in range(len(phrase)):
+        for k, (_, text) in enumerate(phrase[i].meta["expressions"]):
+            assert seg_phrases(phrase[i].conversation[2 * k + 1]["content"]) == [text]
+        s = named[i]
+        clip = make_clip(named._records[i].seed, named.config)
+        for k, obj_ids in enumerate(_turn_objects(s, clip)):
+            (o,) = [o for o in clip.scene.objects if o.obj_id == obj_ids[0]]
+            name = seg_phrases(s.conversation[2 * k + 1]["content"])
+            assert name == [f"the {o.size} {o.colour} {o.category}"]
+            # the name picks out the referred object alone: its mask is that object's
+            np.testing.assert_array_equal(s.masks[k], clip.object_masks(o.obj_id)[s.frame_indices])
     plain = SyntheticDataset(4, seed=3, split="valid", p_gcg=0.0)[0].conversation[1]["content"]
     assert "<p>" not in plain and "[SEG]" in plain
+    with pytest.raises(ConfigError, match="answers"):
+        SyntheticDataset(2, answers="shout")
+
+
+def _turn_objects(sample, clip):
+    """The referred object ids of each turn of a referring sample, looked up by expression text."""
+    by_text = {e.text: e.obj_ids for e in clip.expressions}
+    return [by_text[text] for _, text in sample.meta["expressions"]]

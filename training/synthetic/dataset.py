@@ -12,7 +12,10 @@ from vglamm.errors import ConfigError
 from vglamm.sample import GroundedSample
 
 from .generate import clip_seed, make_clip
+from .language import full_name
 from .world import WorldConfig
+
+ANSWER_STYLES = ("plain", "phrase", "name")
 
 
 @dataclass(frozen=True)
@@ -29,15 +32,17 @@ class SyntheticDataset(GroundedDataset):
     exprs_per_sample: a referring draw asks about up to this many different objects, one question per turn of a
     multi-turn conversation (as LISA samples several questions per image): the clip is encoded once and every
     turn's ``[SEG]`` gets a mask loss, so a training step sees several objects at nearly the cost of one.
-    phrase_answers: referring answers repeat the expression as a grounded phrase (``Sure, <p> the red car </p>
-    [SEG].``, the GCG format) instead of ``It is [SEG].``.
+    answers: how referring answers read. ``"plain"``: ``It is [SEG].``; ``"phrase"``: the expression repeated as a
+    grounded phrase, the GCG format (``Sure, <p> the red car </p> [SEG].``); ``"name"``: the referred object's full
+    name (``Sure, it is <p> the large red car </p> [SEG].`` for "the car moving left"), so the language loss itself
+    teaches *which* object an expression means, and every ``[SEG]`` follows a complete description of its object.
     """
 
     name = "synthetic"
 
     def __init__(self, num_videos: int, seed: int = 0, split: str = "train", config: WorldConfig | None = None,
                  sampling: FrameSampling | None = None, *, p_gcg: float = 0.4, exprs_per_sample: int = 1,
-                 phrase_answers: bool = False,
+                 answers: str = "plain",
                  name: str | None = None, random_templates: bool = True):
         super().__init__(sampling or FrameSampling(num_frames=8), name=name, random_templates=random_templates)
         if num_videos < 1:
@@ -46,7 +51,9 @@ class SyntheticDataset(GroundedDataset):
             raise ConfigError(f"p_gcg={p_gcg}: a probability must be in [0, 1].")
         if exprs_per_sample < 1:
             raise ConfigError(f"exprs_per_sample={exprs_per_sample}: ask at least one question per sample.")
-        self.exprs_per_sample, self.phrase_answers = exprs_per_sample, phrase_answers
+        if answers not in ANSWER_STYLES:
+            raise ConfigError(f"answers={answers!r}: use one of {ANSWER_STYLES}.")
+        self.exprs_per_sample, self.answers = exprs_per_sample, answers
         self.config = config or WorldConfig()
         self.config.validate()
         self.split, self.p_gcg = split, p_gcg
@@ -65,10 +72,12 @@ class SyntheticDataset(GroundedDataset):
             chosen = self._pick_expressions(clip.expressions, rng)
             groups = [tuple(e.obj_ids) for e in chosen]
             conversation = []
-            answers = REFER_PHRASE_ANSWERS if self.phrase_answers else REFER_ANSWERS
+            templates = REFER_ANSWERS if self.answers == "plain" else REFER_PHRASE_ANSWERS
+            by_id = {o.obj_id: o for o in clip.scene.objects}
             for e in chosen:
+                said = e.text if self.answers != "name" else " and ".join(full_name(by_id[o]) for o in e.obj_ids)
                 conversation += [{"role": "user", "content": pick(REFER_VIDEO_QUESTIONS, trng).format(exp=e.text)},
-                                 {"role": "assistant", "content": pick(answers, trng).format(exp=e.text)}]
+                                 {"role": "assistant", "content": pick(templates, trng).format(exp=said)}]
             meta = {"task": "refer", "kind": chosen[0].kind, "expression": chosen[0].text, "obj_ids": list(groups[0]),
                     "expressions": [(e.kind, e.text) for e in chosen]}
         # one mask track per [SEG]: the union of the objects an expression refers to

@@ -92,6 +92,11 @@ def referring_expressions(scene: Scene, rng: np.random.Generator, per_object: in
     return out
 
 
+def full_name(o: SceneObject) -> str:
+    """``the large red car``: size, colour and category, which no other object of its clip shares."""
+    return f"the {o.size} {o.colour} {o.category}"
+
+
 def _indefinite(noun_phrase: str) -> str:
     return ("an " if noun_phrase[0] in "aeiou" else "a ") + noun_phrase
 
