@@ -9,7 +9,10 @@ from safetensors.torch import load_file
 import training.trainer as trainer
 from tests.test_trainer import recipe
 from training.recipe import TrainConfig
-from training.synthetic.prompt_pretrain import AttributePrompts, PromptPretrainConfig, pretrain_pixel_decoder
+from training.synthetic import WorldConfig, make_clip
+from training.synthetic.language import matching
+from training.synthetic.prompt_pretrain import (AttributePrompts, PromptPretrainConfig, pretrain_pixel_decoder,
+                                                unique_descriptions)
 from training.synthetic.world import SceneObject
 from vglamm.errors import ConfigError, MissingWeightsError
 from vglamm.modeling.pixel_decoder import PixelDecoderConfig, SAM2PixelDecoder
@@ -39,11 +42,30 @@ def test_prompts_are_the_sum_of_attribute_embeddings():
     torch.testing.assert_close(p[0] - p[1], diff)
 
 
+def test_partial_descriptions_name_one_object_and_sum_only_their_attributes():
+    seen = set()
+    for seed in range(20):
+        scene = make_clip(seed, WorldConfig(num_frames=4, height=64, width=64)).scene
+        for o in scene.objects:
+            options = unique_descriptions(scene, o)
+            assert ("colour", "category", "size") in options  # identities are distinct by construction
+            for keys in options:
+                assert matching(scene, {k: getattr(o, k) for k in keys}) == [o.obj_id]
+                seen.add(keys)
+    assert ("colour",) in seen and ("category",) in seen and len(seen) >= 5
+    prompts = AttributePrompts(8)
+    obj = SceneObject(obj_id=1, category="box", colour="red", size="small", width=1.0, height=1.0, start=(0.0, 0.0),
+                      velocity=(0.0, 0.0), stop_frame=None, depth=0, facing=1)
+    torch.testing.assert_close(prompts([obj], [("colour",)])[0], prompts.colour.weight[prompts.colours.index("red")])
+    torch.testing.assert_close(prompts([obj], [("size", "category")])[0],
+                               prompts.size.weight[0] + prompts.category.weight[prompts.categories.index("box")])
+
+
 def test_pretraining_is_deterministic_and_trains_the_decoder():
     a, b = decoder(), decoder()
     start = {k: v.clone() for k, v in a.state_dict().items()}
-    history = pretrain_pixel_decoder(a, small(), progress=False)
-    pretrain_pixel_decoder(b, small(), progress=False)
+    history = pretrain_pixel_decoder(a, small(descriptions="partial"), progress=False)
+    pretrain_pixel_decoder(b, small(descriptions="partial"), progress=False)
     assert [r["step"] for r in history] == [1, 2, 3]
     assert all(0.0 <= r["iou"] <= 1.0 and r["loss"] > 0 for r in history)
     for k, v in a.state_dict().items():
@@ -63,6 +85,8 @@ def test_bad_settings_raise_config_errors():
         small(mode="sideways").validate()
     with pytest.raises(ConfigError, match="frames"):
         small(frames=9).validate()
+    with pytest.raises(ConfigError, match="descriptions"):
+        small(descriptions="some").validate()
     with pytest.raises(ConfigError, match="PromptPretrainConfig"):
         TrainConfig.from_dict(recipe("unused", prompt_pretrain={"stepz": 3}))
 

@@ -30,6 +30,7 @@ from vglamm.errors import ConfigError
 from vglamm.modeling.losses import mask_losses
 
 from .generate import clip_seed, make_clip
+from .language import matching
 from .world import CATEGORIES, PALETTE, SceneObject, WorldConfig
 
 __all__ = ["AttributePrompts", "PromptPretrainConfig", "pretrain_pixel_decoder"]
@@ -45,6 +46,9 @@ class PromptPretrainConfig:
     clips_per_step: int = 2
     frames: int = 4  # frames of each clip decoded per step (a sorted random subset)
     mode: str = "temporal"  # "temporal" also trains SAM2's memory; "framewise" is ~2x faster per step
+    # "full": colour + category + size every time; "partial": a random subset of them that still names the object
+    # alone in its clip ("the red one", "the large car"), as the referring expressions do
+    descriptions: str = "full"
     bce_weight: float = 2.0  # the model's own mask-loss weights
     dice_weight: float = 0.5
     world_seed: int = 0  # clips come from this world's *train* split, never the held-out one
@@ -57,12 +61,18 @@ class PromptPretrainConfig:
             raise ConfigError(f"prompt_pretrain needs steps, clips_per_step and frames >= 1, got {self}")
         if self.mode not in ("temporal", "framewise"):
             raise ConfigError(f"prompt_pretrain.mode must be 'temporal' or 'framewise', got {self.mode!r}")
+        if self.descriptions not in ("full", "partial"):
+            raise ConfigError(f"prompt_pretrain.descriptions must be 'full' or 'partial', got {self.descriptions!r}")
         if self.frames > WorldConfig(**self.world).num_frames:
             raise ConfigError(f"prompt_pretrain.frames={self.frames} exceeds the world's num_frames")
 
 
+ATTRIBUTES = ("colour", "category", "size")
+
+
 class AttributePrompts(nn.Module):
-    """An object's prompt = colour + category + size embedding: a perfect description in SAM2's prompt space."""
+    """An object's prompt = the sum of its colour, category and size embeddings (or of those ``keep`` names): a
+    perfect description in SAM2's prompt space."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -73,15 +83,24 @@ class AttributePrompts(nn.Module):
         for table in (self.colour, self.category, self.size):
             nn.init.normal_(table.weight, std=0.6)  # sums of three have roughly unit scale per channel
 
-    def forward(self, objects: Sequence[SceneObject]) -> torch.Tensor:
+    def forward(self, objects: Sequence[SceneObject], keep: Sequence[Sequence[str]] | None = None) -> torch.Tensor:
         device = self.colour.weight.device
+        keep = keep or [ATTRIBUTES] * len(objects)
 
-        def ids(values):
-            return torch.tensor(values, device=device)
+        def term(table, index, name):
+            ids = torch.tensor([index(o) for o in objects], device=device)
+            on = torch.tensor([[float(name in k)] for k in keep], device=device)
+            return table(ids) * on
 
-        return (self.colour(ids([self.colours.index(o.colour) for o in objects]))
-                + self.category(ids([self.categories.index(o.category) for o in objects]))
-                + self.size(ids([int(o.size == "large") for o in objects])))
+        return (term(self.colour, lambda o: self.colours.index(o.colour), "colour")
+                + term(self.category, lambda o: self.categories.index(o.category), "category")
+                + term(self.size, lambda o: int(o.size == "large"), "size"))
+
+
+def unique_descriptions(scene, obj: SceneObject) -> list[tuple[str, ...]]:
+    """The non-empty subsets of (colour, category, size) that match ``obj`` and no other object of ``scene``."""
+    subsets = [tuple(a for j, a in enumerate(ATTRIBUTES) if m >> j & 1) for m in range(1, 2 ** len(ATTRIBUTES))]
+    return [keys for keys in subsets if matching(scene, {k: getattr(obj, k) for k in keys}) == [obj.obj_id]]
 
 
 def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = True) -> list[dict]:
@@ -121,7 +140,11 @@ def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = 
             objects = clip.scene.objects
             target = torch.as_tensor(np.stack([clip.object_masks(o.obj_id)[idx] for o in objects]), device=device)
             feats = decoder.encode_frames(decoder.preprocess(clip.frames[idx]))
-            logits = decoder.decode(feats, prompts(objects), mode=cfg.mode)
+            keep = None
+            if cfg.descriptions == "partial":
+                options = [unique_descriptions(clip.scene, o) for o in objects]
+                keep = [opts[rng.integers(len(opts))] for opts in options]
+            logits = decoder.decode(feats, prompts(objects, keep), mode=cfg.mode)
             logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
             bce, dice = mask_losses([logits], [target.float()])
             loss = (cfg.bce_weight * bce + cfg.dice_weight * dice) / cfg.clips_per_step
