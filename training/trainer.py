@@ -97,11 +97,15 @@ def seed_everything(*key: int) -> None:
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to 1, then linear decay to `min_lr_ratio` at the last step (the paper's WarmupDecayLR)."""
     o = cfg.optim
-    if step < o.warmup_steps:
-        return (step + 1) / o.warmup_steps
-    span = max(1, cfg.total_steps - o.warmup_steps)
-    progress = min(1.0, (step - o.warmup_steps) / span)
-    return 1.0 - (1.0 - o.min_lr_ratio) * progress
+    return warmup_linear_decay(step, cfg.total_steps, o.warmup_steps, o.min_lr_ratio)
+
+
+def warmup_linear_decay(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """The factor of the learning rate at 0-based `step`: (step+1)/warmup, then 1 decaying to `min_ratio` at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 1.0 - (1.0 - min_ratio) * progress
 
 
 def to_device(batch, device):

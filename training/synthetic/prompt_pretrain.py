@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from training.trainer import warmup_linear_decay
 from vglamm.errors import ConfigError
+from vglamm.evaluation.vos import region_similarity
 from vglamm.modeling.losses import mask_losses
 
 from .generate import clip_seed, make_clip
@@ -120,19 +122,13 @@ def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = 
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     warmup = min(50, cfg.steps)
 
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return cfg.lr * (step + 1) / warmup
-        progress_ = (step - warmup) / max(1, cfg.steps - warmup)
-        return cfg.lr * (1.0 - (1.0 - cfg.min_lr_ratio) * progress_)
-
     decoder.train()
     history, losses, ious = [], [], []
     start = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="SAM2 prompt pre-training", disable=not progress)
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = cfg.lr * warmup_linear_decay(step, cfg.steps, warmup, cfg.min_lr_ratio)
         step_loss = 0.0
         for c in range(cfg.clips_per_step):
             clip = make_clip(clip_seed(cfg.world_seed, "train", step * cfg.clips_per_step + c), world)
@@ -150,7 +146,8 @@ def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = 
             loss = (cfg.bce_weight * bce + cfg.dice_weight * dice) / cfg.clips_per_step
             loss.backward()
             step_loss += loss.item()
-            ious += _iou(logits.detach() > 0, target.bool()).tolist()
+            pred, truth = (logits.detach() > 0).cpu().numpy(), target.bool().cpu().numpy()
+            ious += [j for n in range(len(objects)) for j in region_similarity(truth[n], pred[n])]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -163,9 +160,3 @@ def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = 
             losses, ious = [], []
     return history
 
-
-def _iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(N,T,H,W) bool -> (N*T,) IoU; frames where both are empty count 1 (DAVIS's convention)."""
-    inter = (pred & target).sum((-1, -2)).float()
-    union = (pred | target).sum((-1, -2)).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).flatten()
