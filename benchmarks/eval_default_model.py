@@ -7,7 +7,9 @@ Clips come from the ``test`` split of the synthetic world (seeds disjoint from t
 
 * referring segmentation: every referring expression is asked with the reference's prompt; the first [SEG]'s masks
   are scored against the referred object(s) on every frame (J = region similarity, F = boundary F, MeViS-style:
-  per-expression means, then averaged), separately for ``attribute`` and ``motion`` expressions;
+  per-expression means, then averaged), separately for ``attribute`` and ``motion`` expressions; ``named`` is the
+  share of answers whose grounded phrase is the referred object's full name (what ``answers: name`` trains), with
+  J split by whether the name was right;
 * GCG: the grounded-caption question; mIoU and Recall (phrase encoder ``bow`` by default, ``minilm`` if installed)
   with ``vglamm.evaluation.evaluate_gcg``.
 
@@ -34,6 +36,7 @@ def evaluate(model, num_videos: int, *, seed: int = 0, split: str = "test", heig
              progress: bool = True) -> dict:
     """Referring J/F per expression kind and GCG mIoU/Recall over ``num_videos`` held-out synthetic clips."""
     from training.synthetic.generate import clip_seed, make_clip
+    from training.synthetic.language import full_name
     from training.synthetic.world import WorldConfig
     from vglamm.evaluation import GCGRecord, boundary_f, evaluate_gcg, load_phrase_encoder, region_similarity
     from vglamm.modeling.processing import referring_prompt
@@ -50,12 +53,15 @@ def evaluate(model, num_videos: int, *, seed: int = 0, split: str = "test", heig
         exprs = clip.expressions
         answers = model.chat_batch([clip.frames] * len(exprs), [referring_prompt(e.text) for e in exprs],
                                    max_new_tokens=32, mode=mode) if exprs else []
+        by_id = {o.obj_id: o for o in clip.scene.objects}
         for e, ans in zip(exprs, answers):
             gt = np.any([clip.object_masks(o) for o in e.obj_ids], axis=0)
             pred = ans.objects[0].masks if ans.objects else empty
             j, f = float(region_similarity(gt, pred).mean()), float(boundary_f(gt, pred).mean())
+            name = " and ".join(full_name(by_id[o]) for o in e.obj_ids)
+            named = bool(ans.objects) and ans.objects[0].phrase.strip() == name
             rows.append({"video": clip.clip_id, "expression": e.text, "kind": e.kind, "J": j, "F": f,
-                         "JF": (j + f) / 2, "grounded": bool(ans.objects), "answer": ans.raw_text})
+                         "JF": (j + f) / 2, "grounded": bool(ans.objects), "named": named, "answer": ans.raw_text})
         if gcg:
             ans = model.chat(clip.frames, None, max_new_tokens=96, mode=mode)
             cap = clip.caption
@@ -72,7 +78,10 @@ def evaluate(model, num_videos: int, *, seed: int = 0, split: str = "test", heig
                 "num_expressions": len(sel),
                 "J": float(np.mean([r["J"] for r in sel])), "F": float(np.mean([r["F"] for r in sel])),
                 "JF": float(np.mean([r["JF"] for r in sel])),
-                "grounded_rate": float(np.mean([r["grounded"] for r in sel]))}
+                "grounded_rate": float(np.mean([r["grounded"] for r in sel])),
+                "named_rate": float(np.mean([r["named"] for r in sel])),
+                "J_named": _mean_or_none([r["J"] for r in sel if r["named"]]),
+                "J_misnamed": _mean_or_none([r["J"] for r in sel if not r["named"]])}
     if gcg:
         out["gcg"] = {"mIoU": evaluate_gcg(gcg_records, captions=False)["mIoU"], "Recall": {},
                       "examples": [{"video": r.video_id, "gt": r.gt_caption, "pred": r.pred_caption}
@@ -89,12 +98,16 @@ def evaluate(model, num_videos: int, *, seed: int = 0, split: str = "test", heig
     return out
 
 
+def _mean_or_none(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
 def format_table(result: dict, name: str = "") -> str:
     lines = [f"{name}  ({result['num_videos']} held-out clips, split {result['split']}, SAM2 {result['mode']})",
-             f"{'expressions':<12}{'n':>6}{'J':>8}{'F':>8}{'J&F':>8}{'grounded':>10}"]
+             f"{'expressions':<12}{'n':>6}{'J':>8}{'F':>8}{'J&F':>8}{'grounded':>10}{'named':>8}"]
     for kind, r in result["referring"].items():
         lines.append(f"{kind:<12}{r['num_expressions']:>6}{r['J']:>8.3f}{r['F']:>8.3f}{r['JF']:>8.3f}"
-                     f"{r['grounded_rate']:>10.2f}")
+                     f"{r['grounded_rate']:>10.2f}{r.get('named_rate', float('nan')):>8.2f}")
     if "gcg" in result:
         g = result["gcg"]
         recall = "  ".join(f"Recall[{k}] {v:.3f}" if v is not None else f"Recall[{k}] n/a"

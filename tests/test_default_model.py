@@ -56,3 +56,28 @@ def test_grounds_the_red_car_in_the_example_clip(model):
     union = (pred | gt).sum(axis=(1, 2))
     iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     assert iou.mean() > MIN_RED_CAR_IOU, f"mean IoU {iou.mean():.3f} over {len(iou)} frames"
+
+
+def test_held_out_evaluation_scores_and_checks_names(model):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_default_model",
+                                                  Path(__file__).resolve().parents[1] / "benchmarks" / "eval_default_model.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from training.synthetic.generate import clip_seed, make_clip
+    from training.synthetic.language import full_name
+    from training.synthetic.world import WorldConfig
+
+    with torch.inference_mode():
+        result = bench.evaluate(model, 1, gcg=False, progress=False)
+    clip = make_clip(clip_seed(0, "test", 0), WorldConfig(num_frames=16), clip_id="test_000000")
+    names = {e.text: full_name(next(o for o in clip.scene.objects if o.obj_id == e.obj_ids[0])) for e in clip.expressions}
+    rows = result["per_expression"]
+    assert [r["expression"] for r in rows] == [e.text for e in clip.expressions]
+    for r in rows:  # "named" is exactly "the answer's phrase is the referred object's full name"
+        assert r["named"] == (f"<p> {names[r['expression']]} </p>" in r["answer"].replace("  ", " "))
+        assert 0.0 <= r["J"] <= 1.0 and 0.0 <= r["F"] <= 1.0
+    agg = result["referring"]["all"]
+    assert agg["named_rate"] == pytest.approx(np.mean([r["named"] for r in rows]))
+    assert agg["J"] == pytest.approx(np.mean([r["J"] for r in rows]))
