@@ -18,28 +18,15 @@ CHAT_SPECIAL_TOKENS = ["<unk>", "<s>", "<|endoftext|>", "<|system|>", "<|user|>"
                        "<p>", "</p>"]
 END_OF_TURN = "<|end|>"
 
-# Words the tiny tokenizer keeps whole. One token per word matters for a model trained from scratch: answers copy
-# words from the question ("the red car" -> "<p> the large red car </p>"), which a two-layer LLM learns as a
-# one-token copy far sooner than as a copy of a span of sub-word pieces ("Ġc y an" vs "Ġc ar" share their first
-# piece). The synthetic world's vocabulary is here too; tests/test_tokenizer.py checks that it stays whole.
-_COLOURS = ("red green blue yellow black white orange purple pink brown grey gray silver golden dark light cyan "
-            "magenta")
+_COLOURS = "red green blue yellow black white orange purple pink brown grey gray silver golden dark light"
 _OBJECTS = ("person man woman boy girl child people player rider dog cat horse cow sheep bird duck fish car truck bus "
             "bike bicycle motorcycle train boat airplane ball frisbee skateboard surfboard kite umbrella bag box cup "
             "bottle chair table bed sofa door window tree grass road water sky wall floor hand head shirt hat "
-            "circle square triangle star disk ring blob shape object animal vehicle background left right one two "
-            "small large big little tall short")
-_MOTIONS = ("move moves moving runs running walks walking jumps jumping rolls rolling flies flying swims swimming turns "
-            "turning stands standing sits sitting rides riding holds holding throws catches follows chases drives "
-            "driving slides sliding parked still static stays place lies keeps bounces spins falls enters leaves "
-            "appears disappears stops starts across toward upward downward away up down fast slowly first then while "
-            "meanwhile behind front next")
-_FUNCTION_WORDS = ("a an the is are and or not does do of in on at to for from by with it this that there which who "
-                   "what where when how can could please you me give provide describe detail detailed description "
-                   "segment segmentation mask masks respond output interleaved corresponding phrases parts answer "
-                   "result video image clip thorough comprehensive explanation elaborate analysis contents be found "
-                   "smooth gradient striped checkered mottled textured against")
-_SENTENCE_STARTS = "Sure It The In On Against Meanwhile Can Could What Where Please Describe A"
+            "circle square triangle star disk ring blob shape object animal vehicle background left right one two")
+_MOTIONS = ("moves moving runs running walks walking jumps jumping rolls rolling flies flying swims swimming turns "
+            "turning stands standing sits sitting rides riding holds holding throws catches follows chases "
+            "bounces spins slides falls enters leaves appears disappears stops starts across toward away up down "
+            "fast slowly first then while behind front next")
 _TEMPLATES = [
     "You are a helpful AI assistant.",
     "Could you please give me a detailed description of the video? Please respond with interleaved segmentation "
@@ -50,23 +37,27 @@ _TEMPLATES = [
     "Sure, it is [SEG]. It is [SEG]. Sure, [SEG].",
     "In the video, <p> a red car </p> [SEG] moves to the left while <p> a dog </p> [SEG] runs across the grass.",
     "Describe the video. What happens in this video? Where is it? Which one is it?",
+    "a an the is are and with of in on at to from by it this that there which who what where when how",
 ]
 
 
 def builtin_corpus() -> list[str]:
     """Small text corpus for the tiny tokenizer: prompts, answers and the words grounded-video data uses."""
-    colours = _COLOURS.split()
-    words = f"{_COLOURS} {_OBJECTS} {_MOTIONS} {_FUNCTION_WORDS}".split()
-    lines = list(_TEMPLATES) + [" ".join(_SENTENCE_STARTS.split())] + _SENTENCE_STARTS.split()
+    words = f"{_COLOURS} {_OBJECTS} {_MOTIONS}".split()
+    lines = list(_TEMPLATES)
     for i, w in enumerate(words):
-        lines.append(f"<p> the {colours[i % len(colours)]} {w} </p> [SEG] {w} {w.capitalize()}")
-        lines.append(_TEMPLATES[2].format(exp=f"{colours[i % len(colours)]} {w}"))
+        colour = _COLOURS.split()[i % len(_COLOURS.split())]
+        lines.append(f"<p> the {colour} {w} </p> [SEG] {w} {w.capitalize()}")
+        lines.append(_TEMPLATES[2].format(exp=f"{colour} {w}"))
     return lines * 4
 
 
-def train_tiny_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on :func:`builtin_corpus` (deterministic, milliseconds); ``vocab_size``
-    leaves room for every corpus word to become one token."""
+def train_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on :func:`builtin_corpus` (deterministic, milliseconds)."""
+    # 512 tokens split most words into pieces ("cyan" -> "Ġc y an"). Kept on purpose: a 1024-token version whose
+    # corpus kept every word of the synthetic world whole left the default recipe's mask loss on its plateau past
+    # step 1,750 in two runs (dual and image-only), where this one leaves it by step ~400 (docs/design.md).
+    # The shipped model's own tokenizer.json is what loads it; this only builds new tiny models.
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
