@@ -61,8 +61,8 @@ def test_grounds_the_red_car_in_the_example_clip(model):
 def test_held_out_evaluation_scores_and_checks_names(model):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("eval_default_model",
-                                                  Path(__file__).resolve().parents[1] / "benchmarks" / "eval_default_model.py")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_default_model.py"
+    spec = importlib.util.spec_from_file_location("eval_default_model", script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     from training.synthetic.generate import clip_seed, make_clip
@@ -72,7 +72,8 @@ def test_held_out_evaluation_scores_and_checks_names(model):
     with torch.inference_mode():
         result = bench.evaluate(model, 1, gcg=False, progress=False)
     clip = make_clip(clip_seed(0, "test", 0), WorldConfig(num_frames=16), clip_id="test_000000")
-    names = {e.text: full_name(next(o for o in clip.scene.objects if o.obj_id == e.obj_ids[0])) for e in clip.expressions}
+    by_id = {o.obj_id: o for o in clip.scene.objects}
+    names = {e.text: " and ".join(full_name(by_id[o]) for o in e.obj_ids) for e in clip.expressions}
     rows = result["per_expression"]
     assert [r["expression"] for r in rows] == [e.text for e in clip.expressions]
     for r in rows:  # "named" is exactly "the answer's phrase is the referred object's full name"

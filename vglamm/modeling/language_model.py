@@ -56,7 +56,8 @@ def train_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on :func:`builtin_corpus` (deterministic, milliseconds)."""
     # 512 tokens split most words into pieces ("cyan" -> "Ġc y an"). Kept on purpose: a 1024-token version whose
     # corpus kept every word of the synthetic world whole left the default recipe's mask loss on its plateau for
-    # 1,500 steps (dual) and 1,070 (image-only, both then stopped); with this one it leaves by step ~400 (docs/design.md).
+    # 1,500 steps (dual) and 1,070 (image-only, both then stopped); with this one it leaves by step ~400
+    # (docs/design.md).
     # The shipped model's own tokenizer.json is what loads it; this only builds new tiny models.
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
