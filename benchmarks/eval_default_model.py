@@ -107,7 +107,7 @@ def format_table(result: dict, name: str = "") -> str:
              f"{'expressions':<12}{'n':>6}{'J':>8}{'F':>8}{'J&F':>8}{'grounded':>10}{'named':>8}"]
     for kind, r in result["referring"].items():
         lines.append(f"{kind:<12}{r['num_expressions']:>6}{r['J']:>8.3f}{r['F']:>8.3f}{r['JF']:>8.3f}"
-                     f"{r['grounded_rate']:>10.2f}{r.get('named_rate', float('nan')):>8.2f}")
+                     f"{r['grounded_rate']:>10.2f}{r['named_rate']:>8.2f}")
     if "gcg" in result:
         g = result["gcg"]
         recall = "  ".join(f"Recall[{k}] {v:.3f}" if v is not None else f"Recall[{k}] n/a"
