@@ -36,7 +36,7 @@ def evaluate(model, num_videos: int, *, seed: int = 0, split: str = "test", heig
              progress: bool = True) -> dict:
     """Referring J/F per expression kind and GCG mIoU/Recall over ``num_videos`` held-out synthetic clips."""
     from training.synthetic.generate import clip_seed, make_clip
-    from training.synthetic.language import full_name
+    from training.synthetic.language import referred_name
     from training.synthetic.world import WorldConfig
     from vglamm.evaluation import GCGRecord, boundary_f, evaluate_gcg, load_phrase_encoder, region_similarity
     from vglamm.modeling.processing import referring_prompt
@@ -53,13 +53,11 @@ def evaluate(model, num_videos: int, *, seed: int = 0, split: str = "test", heig
         exprs = clip.expressions
         answers = model.chat_batch([clip.frames] * len(exprs), [referring_prompt(e.text) for e in exprs],
                                    max_new_tokens=32, mode=mode) if exprs else []
-        by_id = {o.obj_id: o for o in clip.scene.objects}
         for e, ans in zip(exprs, answers):
             gt = np.any([clip.object_masks(o) for o in e.obj_ids], axis=0)
             pred = ans.objects[0].masks if ans.objects else empty
             j, f = float(region_similarity(gt, pred).mean()), float(boundary_f(gt, pred).mean())
-            name = " and ".join(full_name(by_id[o]) for o in e.obj_ids)
-            named = bool(ans.objects) and ans.objects[0].phrase.strip() == name
+            named = bool(ans.objects) and ans.objects[0].phrase.strip() == referred_name(clip.scene, e.obj_ids)
             rows.append({"video": clip.clip_id, "expression": e.text, "kind": e.kind, "J": j, "F": f,
                          "JF": (j + f) / 2, "grounded": bool(ans.objects), "named": named, "answer": ans.raw_text})
         if gcg:

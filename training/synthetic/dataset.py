@@ -12,7 +12,7 @@ from vglamm.errors import ConfigError
 from vglamm.sample import GroundedSample
 
 from .generate import clip_seed, make_clip
-from .language import full_name
+from .language import referred_name
 from .world import WorldConfig
 
 ANSWER_STYLES = ("plain", "phrase", "name")
@@ -73,9 +73,8 @@ class SyntheticDataset(GroundedDataset):
             groups = [tuple(e.obj_ids) for e in chosen]
             conversation = []
             templates = REFER_ANSWERS if self.answers == "plain" else REFER_PHRASE_ANSWERS
-            by_id = {o.obj_id: o for o in clip.scene.objects}
             for e in chosen:
-                said = e.text if self.answers != "name" else " and ".join(full_name(by_id[o]) for o in e.obj_ids)
+                said = referred_name(clip.scene, e.obj_ids) if self.answers == "name" else e.text
                 conversation += [{"role": "user", "content": pick(REFER_VIDEO_QUESTIONS, trng).format(exp=e.text)},
                                  {"role": "assistant", "content": pick(templates, trng).format(exp=said)}]
             meta = {"task": "refer", "kind": chosen[0].kind, "expression": chosen[0].text, "obj_ids": list(groups[0]),

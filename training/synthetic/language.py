@@ -97,6 +97,12 @@ def full_name(o: SceneObject) -> str:
     return f"the {o.size} {o.colour} {o.category}"
 
 
+def referred_name(scene: Scene, obj_ids) -> str:
+    """What an ``answers: name`` answer says for an expression: its objects' full names joined by "and"."""
+    by_id = {o.obj_id: o for o in scene.objects}
+    return " and ".join(full_name(by_id[i]) for i in obj_ids)
+
+
 def _indefinite(noun_phrase: str) -> str:
     return ("an " if noun_phrase[0] in "aeiou" else "a ") + noun_phrase
 
