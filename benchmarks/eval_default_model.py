@@ -8,8 +8,8 @@ Clips come from the ``test`` split of the synthetic world (seeds disjoint from t
 * referring segmentation: every referring expression is asked with the reference's prompt; the first [SEG]'s masks
   are scored against the referred object(s) on every frame (J = region similarity, F = boundary F, MeViS-style:
   per-expression means, then averaged), separately for ``attribute`` and ``motion`` expressions; ``named`` is the
-  share of answers whose grounded phrase is the referred object's full name (what ``answers: name`` trains), with
-  J split by whether the name was right;
+  share of answers whose grounded phrase names exactly the referred object ("the large red car", "the red car":
+  what ``answers: name`` / ``short_name`` train), with J split by whether the name was right;
 * GCG: the grounded-caption question; mIoU and Recall (phrase encoder ``bow`` by default, ``minilm`` if installed)
   with ``vglamm.evaluation.evaluate_gcg``.
 
@@ -36,7 +36,7 @@ def evaluate(model, num_videos: int, *, seed: int = 0, split: str = "test", heig
              progress: bool = True) -> dict:
     """Referring J/F per expression kind and GCG mIoU/Recall over ``num_videos`` held-out synthetic clips."""
     from training.synthetic.generate import clip_seed, make_clip
-    from training.synthetic.language import referred_name
+    from training.synthetic.language import named_objects
     from training.synthetic.world import WorldConfig
     from vglamm.evaluation import GCGRecord, boundary_f, evaluate_gcg, load_phrase_encoder, region_similarity
     from vglamm.modeling.processing import referring_prompt
@@ -57,7 +57,7 @@ def evaluate(model, num_videos: int, *, seed: int = 0, split: str = "test", heig
             gt = np.any([clip.object_masks(o) for o in e.obj_ids], axis=0)
             pred = ans.objects[0].masks if ans.objects else empty
             j, f = float(region_similarity(gt, pred).mean()), float(boundary_f(gt, pred).mean())
-            named = bool(ans.objects) and ans.objects[0].phrase.strip() == referred_name(clip.scene, e.obj_ids)
+            named = bool(ans.objects) and named_objects(clip.scene, ans.objects[0].phrase) == list(e.obj_ids)
             rows.append({"video": clip.clip_id, "expression": e.text, "kind": e.kind, "J": j, "F": f,
                          "JF": (j + f) / 2, "grounded": bool(ans.objects), "named": named, "answer": ans.raw_text})
         if gcg:

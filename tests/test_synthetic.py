@@ -317,6 +317,19 @@ def test_answer_styles_repeat_the_expression_or_name_the_object():
             assert name == [f"the {o.size} {o.colour} {o.category}"]
             # the name picks out the referred object alone: its mask is that object's
             np.testing.assert_array_equal(s.masks[k], clip.object_masks(o.obj_id)[s.frame_indices])
+    short = SyntheticDataset(4, seed=3, split="valid", p_gcg=0.0, exprs_per_sample=3, answers="short_name")
+    for i in range(len(short)):
+        s, clip = short[i], make_clip(short._records[i].seed, short.config)
+        by_text = {e.text: e for e in clip.expressions}
+        for k, (_, text) in enumerate(s.meta["expressions"]):
+            e = by_text[text]
+            (o,) = [o for o in clip.scene.objects if o.obj_id == e.obj_ids[0]]
+            (name,) = seg_phrases(s.conversation[2 * k + 1]["content"])
+            # colour and category always; size only when the expression says it or colour + category is not unique
+            needs_size = len(matching(clip.scene, {"colour": o.colour, "category": o.category})) > 1
+            sized = f"the {o.size} {o.colour} {o.category}"
+            assert name == (sized if "size" in e.query or needs_size else f"the {o.colour} {o.category}")
+            assert all(w in name.split() for w in text.split() if w in (o.size, o.colour, o.category))
     plain = SyntheticDataset(4, seed=3, split="valid", p_gcg=0.0)[0].conversation[1]["content"]
     assert "<p>" not in plain and "[SEG]" in plain
     with pytest.raises(ConfigError, match="answers"):
@@ -327,3 +340,21 @@ def _turn_objects(sample, clip):
     """The referred object ids of each turn of a referring sample, looked up by expression text."""
     by_text = {e.text: e.obj_ids for e in clip.expressions}
     return [by_text[text] for _, text in sample.meta["expressions"]]
+
+
+def test_named_objects_reads_names_back_into_objects():
+    from training.synthetic.language import named_objects
+
+    clip = make_clip(clip_seed(0, "test", 1), WorldConfig())
+    objs = clip.scene.objects
+    for o in objs:
+        assert named_objects(clip.scene, f"the {o.size} {o.colour} {o.category}") == [o.obj_id]
+        shared = [p for p in objs if (p.colour, p.category) == (o.colour, o.category)]
+        assert named_objects(clip.scene, f" the {o.colour} {o.category} ") == ([o.obj_id] if len(shared) == 1 else None)
+    a, b = objs[0], objs[-1]
+    both = f"the {a.size} {a.colour} {a.category} and the {b.size} {b.colour} {b.category}"
+    assert named_objects(clip.scene, both) == [a.obj_id, b.obj_id]
+    absent = next(c for c in PALETTE if all(p.colour != c for p in objs))
+    for phrase in (f"the {absent} {a.category}", f"a {a.colour} {a.category}", "the object moving left",
+                   f"the {a.size} {a.size} {a.category}", ""):
+        assert named_objects(clip.scene, phrase) is None, phrase

@@ -15,7 +15,7 @@ from .generate import clip_seed, make_clip
 from .language import referred_name
 from .world import WorldConfig
 
-ANSWER_STYLES = ("plain", "phrase", "name")
+ANSWER_STYLES = ("plain", "phrase", "name", "short_name")
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ class SyntheticDataset(GroundedDataset):
             conversation = []
             templates = REFER_ANSWERS if self.answers == "plain" else REFER_PHRASE_ANSWERS
             for e in chosen:
-                said = referred_name(clip.scene, e.obj_ids) if self.answers == "name" else e.text
+                said = (referred_name(clip.scene, e.obj_ids) if self.answers == "name" else
+                        referred_name(clip.scene, e.obj_ids, e.query) if self.answers == "short_name" else e.text)
                 conversation += [{"role": "user", "content": pick(REFER_VIDEO_QUESTIONS, trng).format(exp=e.text)},
                                  {"role": "assistant", "content": pick(templates, trng).format(exp=said)}]
             meta = {"task": "refer", "kind": chosen[0].kind, "expression": chosen[0].text, "obj_ids": list(groups[0]),

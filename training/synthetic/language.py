@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .world import Scene, SceneObject
+from .world import CATEGORIES, PALETTE, Scene, SceneObject
 
 _VERB = {  # present participle used in motion expressions ("the car driving left")
     "car": "driving", "truck": "driving", "ball": "rolling", "box": "sliding", "person": "walking",
@@ -97,10 +97,41 @@ def full_name(o: SceneObject) -> str:
     return f"the {o.size} {o.colour} {o.category}"
 
 
-def referred_name(scene: Scene, obj_ids) -> str:
-    """What an ``answers: name`` answer says for an expression: its objects' full names joined by "and"."""
+def short_name(scene: Scene, o: SceneObject, stated: dict | None = None) -> str:
+    """``the red car``; ``the large red car`` when the size is ``stated`` or needed to single ``o`` out."""
+    sized = "size" in (stated or {}) or matching(scene, {"colour": o.colour, "category": o.category}) != [o.obj_id]
+    return full_name(o) if sized else f"the {o.colour} {o.category}"
+
+
+def referred_name(scene: Scene, obj_ids, query: dict | None = None) -> str:
+    """What an ``answers: name`` answer says for an expression: its objects' full names joined by "and"; with the
+    expression's ``query``, their short names instead (``answers: short_name``)."""
     by_id = {o.obj_id: o for o in scene.objects}
-    return " and ".join(full_name(by_id[i]) for i in obj_ids)
+    if query is None:
+        return " and ".join(full_name(by_id[i]) for i in obj_ids)
+    return " and ".join(short_name(scene, by_id[i], query) for i in obj_ids)
+
+
+def named_objects(scene: Scene, phrase: str) -> list[int] | None:
+    """The ids a name answer's phrase picks out ("the large red car and the blue ball"): each ``the ...`` part must
+    be words of size, colour and category that match exactly one object; None if any part does not."""
+    ids = []
+    for part in phrase.strip().split(" and "):
+        words = part.split()
+        if not words or words[0] != "the":
+            return None
+        query = {}
+        for w in words[1:]:
+            key = ("size" if w in ("small", "large") else "colour" if w in PALETTE else
+                   "category" if w in CATEGORIES else None)
+            if key is None or key in query:
+                return None
+            query[key] = w
+        found = matching(scene, query) if query else []
+        if len(found) != 1:
+            return None
+        ids.append(found[0])
+    return ids
 
 
 def _indefinite(noun_phrase: str) -> str:
