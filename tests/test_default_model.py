@@ -67,8 +67,8 @@ def test_held_out_evaluation_scores_and_checks_names(model):
     spec.loader.exec_module(bench)
     from training.synthetic.generate import clip_seed, make_clip
     from training.synthetic.language import named_objects
-    from vglamm.modeling.processing import seg_phrases
     from training.synthetic.world import WorldConfig
+    from vglamm.modeling.processing import seg_phrases
 
     with torch.inference_mode():
         result = bench.evaluate(model, 1, gcg=False, progress=False)

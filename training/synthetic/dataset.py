@@ -35,7 +35,8 @@ class SyntheticDataset(GroundedDataset):
     answers: how referring answers read. ``"plain"``: ``It is [SEG].``; ``"phrase"``: the expression repeated as a
     grounded phrase, the GCG format (``Sure, <p> the red car </p> [SEG].``); ``"name"``: the referred object's full
     name (``Sure, it is <p> the large red car </p> [SEG].`` for "the car moving left"), so the language loss itself
-    teaches *which* object an expression means, and every ``[SEG]`` follows a complete description of its object.
+    teaches *which* object an expression means, and every ``[SEG]`` follows a complete description of its object;
+    ``"short_name"``: colour and category, size only when the expression says it or it is needed (``the red car``).
     """
 
     name = "synthetic"
