@@ -75,8 +75,12 @@ class SyntheticDataset(GroundedDataset):
             conversation = []
             templates = REFER_ANSWERS if self.answers == "plain" else REFER_PHRASE_ANSWERS
             for e in chosen:
-                said = (referred_name(clip.scene, e.obj_ids) if self.answers == "name" else
-                        referred_name(clip.scene, e.obj_ids, e.query) if self.answers == "short_name" else e.text)
+                if self.answers == "name":
+                    said = referred_name(clip.scene, e.obj_ids)
+                elif self.answers == "short_name":
+                    said = referred_name(clip.scene, e.obj_ids, e.query)
+                else:
+                    said = e.text
                 conversation += [{"role": "user", "content": pick(REFER_VIDEO_QUESTIONS, trng).format(exp=e.text)},
                                  {"role": "assistant", "content": pick(templates, trng).format(exp=said)}]
             meta = {"task": "refer", "kind": chosen[0].kind, "expression": chosen[0].text, "obj_ids": list(groups[0]),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .world import CATEGORIES, PALETTE, Scene, SceneObject
+from .world import CATEGORIES, PALETTE, SIZE_SCALE, Scene, SceneObject
 
 _VERB = {  # present participle used in motion expressions ("the car driving left")
     "car": "driving", "truck": "driving", "ball": "rolling", "box": "sliding", "person": "walking",
@@ -122,7 +122,7 @@ def named_objects(scene: Scene, phrase: str) -> list[int] | None:
             return None
         query = {}
         for w in words[1:]:
-            key = ("size" if w in ("small", "large") else "colour" if w in PALETTE else
+            key = ("size" if w in SIZE_SCALE else "colour" if w in PALETTE else
                    "category" if w in CATEGORIES else None)
             if key is None or key in query:
                 return None
