@@ -122,3 +122,16 @@ def test_trainer_runs_stage_zero_once_and_reuses_it(tmp_path, monkeypatch):
     saved.unlink()
     with pytest.raises(MissingWeightsError, match="prompt_pretrain"):
         trainer.train(cfg, resume=tmp_path, progress=False)
+
+
+def test_stage_zero_trains_sam2_even_when_the_recipe_freezes_it(tmp_path):
+    stage0 = {"steps": 2, "clips_per_step": 1, "frames": 2, "mode": "framewise", "world": SMALL_WORLD, "log_every": 1}
+    frozen_sam2 = {"trainable": ["llm", "embeddings", "lm_head", "image_adapter", "video_adapter", "seg_adapter"]}
+    cfg = TrainConfig.from_dict(recipe(tmp_path, steps=1, prompt_pretrain=stage0, model_overrides=frozen_sam2))
+    model = trainer.build_model(cfg)
+    start = {k: v.clone() for k, v in model.pixel_decoder.state_dict().items()}
+    trainer.prompt_pretrain_stage(cfg, model, tmp_path, 0, resuming=False, progress=False)
+    changed = [k for k, v in model.pixel_decoder.state_dict().items() if not torch.equal(v, start[k])]
+    assert any("sam_mask_decoder" in k for k in changed) and any("image_encoder" in k for k in changed)
+    assert not any(p.requires_grad for p in model.pixel_decoder.parameters())  # frozen again for stage 1
+    assert all(p.requires_grad for p in model.seg_adapter.parameters())

@@ -147,7 +147,15 @@ def prompt_pretrain_stage(cfg: TrainConfig, model, out_dir: Path, rank: int, res
     if resuming:
         raise MissingWeightsError(f"this recipe has a prompt_pretrain stage but {path} is missing, so the resumed "
                                   "run cannot rebuild its SAM2 start; resume with the run's own out_dir")
-    history = pretrain_pixel_decoder(decoder, cfg.prompt_pretrain_config(), progress=progress and rank == 0)
+    # Stage 0 trains all of SAM2 even when the recipe freezes it for the later stages (its trainable set).
+    frozen = [p for p in decoder.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        history = pretrain_pixel_decoder(decoder, cfg.prompt_pretrain_config(), progress=progress and rank == 0)
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
     if rank == 0:
         with atomic_path(path.parent / "history.json") as tmp:
             tmp.write_text(json.dumps(history, indent=1))
