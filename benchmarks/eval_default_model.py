@@ -14,6 +14,12 @@ Clips come from the ``test`` split of the synthetic world (seeds disjoint from t
   with ``vglamm.evaluation.evaluate_gcg``.
 
 Prints a table and writes everything (per-expression rows included) to ``--json``.
+
+``--stage0 RUN/prompt_pretrain`` scores SAM2 alone instead: the stage-0 weights of a run, each expression prompted
+by the stage-0 description of the object(s) it refers to (``attribute_prompts.safetensors``), i.e. the masks the
+model would get if its LLM always identified the object; ``--model`` then only gives the architecture.
+
+    python benchmarks/eval_default_model.py --model runs/X/export --stage0 runs/X/prompt_pretrain --num-videos 60
 """
 
 from __future__ import annotations
@@ -68,18 +74,7 @@ def evaluate(model, num_videos: int, *, seed: int = 0, split: str = "test", heig
                 [o.masks for o in ans.objects], [o.phrase for o in ans.objects], cap.text, ans.text))
 
     out: dict = {"num_videos": num_videos, "split": split, "seed": seed, "world": [num_frames, height, width],
-                 "mode": mode, "referring": {}}
-    for kind in ("attribute", "motion", "all"):
-        sel = [r for r in rows if kind == "all" or r["kind"] == kind]
-        if sel:
-            out["referring"][kind] = {
-                "num_expressions": len(sel),
-                "J": float(np.mean([r["J"] for r in sel])), "F": float(np.mean([r["F"] for r in sel])),
-                "JF": float(np.mean([r["JF"] for r in sel])),
-                "grounded_rate": float(np.mean([r["grounded"] for r in sel])),
-                "named_rate": float(np.mean([r["named"] for r in sel])),
-                "J_named": _mean_or_none([r["J"] for r in sel if r["named"]]),
-                "J_misnamed": _mean_or_none([r["J"] for r in sel if not r["named"]])}
+                 "mode": mode, "referring": _referring_summary(rows)}
     if gcg:
         out["gcg"] = {"mIoU": evaluate_gcg(gcg_records, captions=False)["mIoU"], "Recall": {},
                       "examples": [{"video": r.video_id, "gt": r.gt_caption, "pred": r.pred_caption}
@@ -93,6 +88,57 @@ def evaluate(model, num_videos: int, *, seed: int = 0, split: str = "test", heig
                 continue
             out["gcg"]["Recall"][name] = evaluate_gcg(gcg_records, encoder=encoder, captions=False)["Recall"]
     out["per_expression"] = rows
+    return out
+
+
+def evaluate_stage0(decoder, prompts, num_videos: int, *, seed: int = 0, split: str = "test", height: int = 128,
+                    width: int = 128, num_frames: int = 16, mode: str = "temporal", progress: bool = True) -> dict:
+    """Referring J/F of SAM2 alone, each expression prompted by the stage-0 descriptions (``AttributePrompts``) of
+    the objects it refers to, summed: the ceiling the full model reaches if it always identifies the object."""
+    import torch
+    import torch.nn.functional as F
+
+    from training.synthetic.generate import clip_seed, make_clip
+    from training.synthetic.world import WorldConfig
+    from vglamm.evaluation import boundary_f, region_similarity
+
+    world = WorldConfig(num_frames=num_frames, height=height, width=width)
+    rows = []
+    it = range(num_videos)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc="eval stage 0", unit="clip")
+    for i in it:
+        clip = make_clip(clip_seed(seed, split, i), world, clip_id=f"{split}_{i:06d}")
+        features = decoder.encode_frames(decoder.preprocess(clip.frames))
+        objects = {o.obj_id: o for o in clip.scene.objects}
+        for e in clip.expressions:
+            prompt = prompts([objects[o] for o in e.obj_ids]).sum(0, keepdim=True)
+            logits = decoder.decode(features, prompt, mode=mode)[0]  # (T, h, w) low-res
+            pred = (F.interpolate(logits[:, None].float(), size=(height, width), mode="bilinear",
+                                  align_corners=False)[:, 0] > 0).cpu().numpy()
+            gt = np.any([clip.object_masks(o) for o in e.obj_ids], axis=0)
+            j, f = float(region_similarity(gt, pred).mean()), float(boundary_f(gt, pred).mean())
+            rows.append({"video": clip.clip_id, "expression": e.text, "kind": e.kind, "J": j, "F": f,
+                         "JF": (j + f) / 2, "grounded": True, "named": True, "answer": None})
+    return {"num_videos": num_videos, "split": split, "seed": seed, "world": [num_frames, height, width],
+            "mode": mode, "referring": _referring_summary(rows), "per_expression": rows}
+
+
+def _referring_summary(rows: list[dict]) -> dict:
+    """J, F, J&F and naming rates per expression kind (and over all)."""
+    out = {}
+    for kind in ("attribute", "motion", "all"):
+        sel = [r for r in rows if kind == "all" or r["kind"] == kind]
+        if sel:
+            out[kind] = {
+                "num_expressions": len(sel),
+                "J": float(np.mean([r["J"] for r in sel])), "F": float(np.mean([r["F"] for r in sel])),
+                "JF": float(np.mean([r["JF"] for r in sel])),
+                "grounded_rate": float(np.mean([r["grounded"] for r in sel])),
+                "named_rate": float(np.mean([r["named"] for r in sel])),
+                "J_named": _mean_or_none([r["J"] for r in sel if r["named"]]),
+                "J_misnamed": _mean_or_none([r["J"] for r in sel if not r["named"]])}
     return out
 
 
@@ -114,6 +160,26 @@ def format_table(result: dict, name: str = "") -> str:
     return "\n".join(lines)
 
 
+def load_stage0(model, folder):
+    """``model``'s SAM2 with a run's stage-0 weights, and that stage's attribute prompts (typed error if missing)."""
+    from safetensors.torch import load_file
+
+    from training.synthetic.prompt_pretrain import AttributePrompts
+    from vglamm.errors import MissingWeightsError
+
+    folder = Path(folder)
+    weights, descriptions = folder / "pixel_decoder.safetensors", folder / "attribute_prompts.safetensors"
+    for f in (weights, descriptions):
+        if not f.exists():
+            raise MissingWeightsError(f"{f} not found: --stage0 takes a run's prompt_pretrain folder, written by a "
+                                      "recipe with a prompt_pretrain section")
+    decoder = model.pixel_decoder
+    decoder.load_state_dict(load_file(str(weights)))
+    prompts = AttributePrompts(decoder.cfg.prompt_dim)
+    prompts.load_state_dict(load_file(str(descriptions)))
+    return decoder.eval(), prompts
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default", help="saved-model folder or built-in name (default: 'default')")
@@ -127,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phrase-encoders", default="bow,minilm", help="comma list of bow | minilm (GCG Recall)")
     p.add_argument("--no-gcg", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--json", default=None, help="output JSON (default: <model>/eval_<split>.json or ./eval.json)")
+    p.add_argument("--json", default=None, help="output JSON (default: ./eval.json)")
+    p.add_argument("--stage0", default=None, metavar="DIR",
+                   help="score a run's stage-0 SAM2 prompted by perfect descriptions (DIR: the run's prompt_pretrain "
+                        "folder; --model gives the architecture)")
     a = p.parse_args(argv)
 
     import torch
@@ -139,13 +208,19 @@ def main(argv: list[str] | None = None) -> int:
     model = VideoGLaMM.from_pretrained(a.model, device="cpu")
     t0 = time.perf_counter()
     with torch.inference_mode():
-        result = evaluate(model, a.num_videos, seed=a.seed, split=a.split, height=a.height, width=a.width,
-                          num_frames=a.frames, phrase_encoders=tuple(a.phrase_encoders.split(",")), mode=a.mode, gcg=not a.no_gcg)
-    result["model"] = str(a.model)
+        if a.stage0:
+            decoder, prompts = load_stage0(model, a.stage0)
+            result = evaluate_stage0(decoder, prompts, a.num_videos, seed=a.seed, split=a.split, height=a.height,
+                                     width=a.width, num_frames=a.frames, mode=a.mode)
+        else:
+            result = evaluate(model, a.num_videos, seed=a.seed, split=a.split, height=a.height, width=a.width,
+                              num_frames=a.frames, phrase_encoders=tuple(a.phrase_encoders.split(",")), mode=a.mode,
+                              gcg=not a.no_gcg)
+    result["model"] = str(a.model) if not a.stage0 else f"stage 0 of {a.stage0}"
     result["use_video_encoder"] = bool(getattr(model.cfg, "use_video_encoder", True))
     result["parameters"] = int(sum(p.numel() for p in model.parameters()))
     result["seconds"] = time.perf_counter() - t0
-    print(format_table(result, name=str(a.model)))
+    print(format_table(result, name=result["model"]))
     out = Path(a.json) if a.json else Path("eval.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -107,6 +109,10 @@ def test_trainer_runs_stage_zero_once_and_reuses_it(tmp_path, monkeypatch):
     weights = load_file(str(saved))
     assert [r["step"] for r in json.loads((saved.parent / "history.json").read_text())] == [1, 2]
     assert any(not torch.equal(weights[k], calls[0][k]) for k in weights)  # stage 0 changed SAM2
+    # its learnt descriptions are kept beside it (the perfect-description eval prompts SAM2 with them)
+    descriptions = AttributePrompts(cfg_prompt_dim(cfg))
+    descriptions.load_state_dict(load_file(str(saved.parent / trainer.ATTRIBUTE_PROMPTS_FILE)))
+    assert descriptions.colour.weight.abs().sum() > 0
 
     # A second start of the same run folder loads stage 0's result instead of training it again.
     def no_training(*args, **kwargs):
@@ -135,3 +141,69 @@ def test_stage_zero_trains_sam2_even_when_the_recipe_freezes_it(tmp_path):
     assert any("sam_mask_decoder" in k for k in changed) and any("image_encoder" in k for k in changed)
     assert not any(p.requires_grad for p in model.pixel_decoder.parameters())  # frozen again for stage 1
     assert all(p.requires_grad for p in model.seg_adapter.parameters())
+
+
+def cfg_prompt_dim(cfg) -> int:
+    return trainer.build_model(cfg).pixel_decoder.cfg.prompt_dim
+
+
+def load_eval_script():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_default_model.py"
+    spec = importlib.util.spec_from_file_location("eval_default_model", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+class _IdPrompts:
+    """Stand-in for AttributePrompts: object k's prompt is one-hot k (shifted by ``shift`` to misidentify)."""
+
+    def __init__(self, shift=0):
+        self.shift = shift
+
+    def __call__(self, objects):
+        return torch.stack([torch.nn.functional.one_hot(torch.tensor(o.obj_id + self.shift), 16).float()
+                            for o in objects])
+
+
+class _MaskDecoder:
+    """Stand-in for SAM2: decodes a prompt into the (full-resolution) logits of the objects it is one-hot on."""
+
+    def __init__(self, clip):
+        self.clip = clip
+
+    def preprocess(self, frames):
+        return frames
+
+    def encode_frames(self, pixels):
+        return pixels
+
+    def decode(self, features, prompts, mode):
+        on = [k for k in range(1, len(self.clip.masks) + 1) if prompts[0, k] > 0]  # shifted past the last: none
+        masks = np.any([self.clip.object_masks(k) for k in on], axis=0) if on else np.zeros(self.clip.frames.shape[:3], bool)
+        return torch.as_tensor(np.where(masks, 10.0, -10.0))[None].float()
+
+
+def test_stage0_eval_prompts_each_expression_with_its_objects_descriptions():
+    from training.synthetic.generate import clip_seed
+
+    bench = load_eval_script()
+    world = WorldConfig(num_frames=4, height=64, width=64)
+    clip = make_clip(clip_seed(0, "test", 0), world, clip_id="test_000000")
+    right = bench.evaluate_stage0(_MaskDecoder(clip), _IdPrompts(), 1, height=64, width=64, num_frames=4, progress=False)
+    rows = right["per_expression"]
+    assert [r["expression"] for r in rows] == [e.text for e in clip.expressions]
+    assert all(r["J"] == 1.0 and r["F"] == 1.0 for r in rows)  # the referred objects' own masks, every frame
+    wrong = bench.evaluate_stage0(_MaskDecoder(clip), _IdPrompts(shift=1), 1, height=64, width=64, num_frames=4,
+                                  progress=False)
+    assert wrong["referring"]["all"]["J"] < 0.5
+
+
+def test_stage0_eval_needs_the_descriptions(tmp_path):
+    bench = load_eval_script()
+    (tmp_path / "pixel_decoder.safetensors").write_bytes(b"")
+    with pytest.raises(MissingWeightsError, match="attribute_prompts"):
+        bench.load_stage0(None, tmp_path)

@@ -124,6 +124,7 @@ def _distributed_env() -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------------------------- stage 0
 PROMPT_PRETRAIN_FILE = "prompt_pretrain/pixel_decoder.safetensors"
+ATTRIBUTE_PROMPTS_FILE = "attribute_prompts.safetensors"  # stage 0's learnt descriptions, next to its SAM2 weights
 
 
 def prompt_pretrain_stage(cfg: TrainConfig, model, out_dir: Path, rank: int, resuming: bool, progress: bool) -> Path:
@@ -135,7 +136,7 @@ def prompt_pretrain_stage(cfg: TrainConfig, model, out_dir: Path, rank: int, res
     """
     from safetensors.torch import load_file, save_file
 
-    from training.synthetic.prompt_pretrain import pretrain_pixel_decoder
+    from training.synthetic.prompt_pretrain import AttributePrompts, pretrain_pixel_decoder
     from vglamm.io.atomic import atomic_path
 
     path = out_dir / PROMPT_PRETRAIN_FILE
@@ -152,13 +153,17 @@ def prompt_pretrain_stage(cfg: TrainConfig, model, out_dir: Path, rank: int, res
     for p in frozen:
         p.requires_grad_(True)
     try:
-        history = pretrain_pixel_decoder(decoder, cfg.prompt_pretrain_config(), progress=progress and rank == 0)
+        prompts = AttributePrompts(decoder.cfg.prompt_dim)
+        history = pretrain_pixel_decoder(decoder, cfg.prompt_pretrain_config(), progress=progress and rank == 0,
+                                         prompts=prompts)
     finally:
         for p in frozen:
             p.requires_grad_(False)
     if rank == 0:
         with atomic_path(path.parent / "history.json") as tmp:
             tmp.write_text(json.dumps(history, indent=1))
+        with atomic_path(path.parent / ATTRIBUTE_PROMPTS_FILE) as tmp:  # for the perfect-description eval
+            save_file({k: v.detach().cpu().clone() for k, v in prompts.state_dict().items()}, str(tmp))
         with atomic_path(path) as tmp:  # the weights last: their presence means stage 0 is complete
             save_file({k: v.detach().cpu().clone() for k, v in decoder.state_dict().items()}, str(tmp))
     return path

@@ -105,8 +105,11 @@ def unique_descriptions(scene, obj: SceneObject) -> list[tuple[str, ...]]:
     return [keys for keys in subsets if matching(scene, {k: getattr(obj, k) for k in keys}) == [obj.obj_id]]
 
 
-def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = True) -> list[dict]:
+def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = True,
+                           prompts: AttributePrompts | None = None) -> list[dict]:
     """Train ``decoder`` (a SAM2PixelDecoder, in place) to segment attribute-prompted objects.
+
+    ``prompts``: the attribute embeddings to train alongside (in place; new ones when None), e.g. to keep them.
 
     Returns the log: one row per ``log_every`` steps with the mean loss and the mean IoU of the masks the
     decoder predicted at those steps (every object and frame, at mask resolution; an empty prediction of an
@@ -117,7 +120,7 @@ def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = 
     world = WorldConfig(**cfg.world)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    prompts = AttributePrompts(decoder.cfg.prompt_dim).to(device)
+    prompts = (prompts or AttributePrompts(decoder.cfg.prompt_dim)).to(device)
     params = [p for p in decoder.parameters() if p.requires_grad] + list(prompts.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     warmup = min(50, cfg.steps)
