@@ -9,7 +9,9 @@ Clips come from the ``test`` split of the synthetic world (seeds disjoint from t
   are scored against the referred object(s) on every frame (J = region similarity, F = boundary F, MeViS-style:
   per-expression means, then averaged), separately for ``attribute`` and ``motion`` expressions; ``named`` is the
   share of answers whose grounded phrase names exactly the referred object ("the large red car", "the red car":
-  what ``answers: name`` / ``short_name`` train), with J split by whether the name was right;
+  what ``answers: name`` / ``short_name`` train), with J split by whether the name was right; ``exists``
+  (``names_an_object``) is the share whose phrase picks out some single object of the clip, right or wrong (not,
+  say, the colour of one object with the category of another);
 * GCG: the grounded-caption question; mIoU and Recall (phrase encoder ``bow`` by default, ``minilm`` if installed)
   with ``vglamm.evaluation.evaluate_gcg``.
 
@@ -63,9 +65,10 @@ def evaluate(model, num_videos: int, *, seed: int = 0, split: str = "test", heig
             gt = np.any([clip.object_masks(o) for o in e.obj_ids], axis=0)
             pred = ans.objects[0].masks if ans.objects else empty
             j, f = float(region_similarity(gt, pred).mean()), float(boundary_f(gt, pred).mean())
-            named = bool(ans.objects) and named_objects(clip.scene, ans.objects[0].phrase) == list(e.obj_ids)
+            said = named_objects(clip.scene, ans.objects[0].phrase) if ans.objects else None
             rows.append({"video": clip.clip_id, "expression": e.text, "kind": e.kind, "J": j, "F": f,
-                         "JF": (j + f) / 2, "grounded": bool(ans.objects), "named": named, "answer": ans.raw_text})
+                         "JF": (j + f) / 2, "grounded": bool(ans.objects), "named": said == list(e.obj_ids),
+                         "names_an_object": said is not None, "answer": ans.raw_text})
         if gcg:
             ans = model.chat(clip.frames, None, max_new_tokens=96, mode=mode)
             cap = clip.caption
@@ -120,7 +123,8 @@ def evaluate_stage0(decoder, prompts, num_videos: int, *, seed: int = 0, split: 
             gt = np.any([clip.object_masks(o) for o in e.obj_ids], axis=0)
             j, f = float(region_similarity(gt, pred).mean()), float(boundary_f(gt, pred).mean())
             rows.append({"video": clip.clip_id, "expression": e.text, "kind": e.kind, "J": j, "F": f,
-                         "JF": (j + f) / 2, "grounded": True, "named": True, "answer": None})
+                         "JF": (j + f) / 2, "grounded": True, "named": True, "names_an_object": True,
+                         "answer": None})
     return {"num_videos": num_videos, "split": split, "seed": seed, "world": [num_frames, height, width],
             "mode": mode, "referring": _referring_summary(rows), "per_expression": rows}
 
@@ -137,6 +141,7 @@ def _referring_summary(rows: list[dict]) -> dict:
                 "JF": float(np.mean([r["JF"] for r in sel])),
                 "grounded_rate": float(np.mean([r["grounded"] for r in sel])),
                 "named_rate": float(np.mean([r["named"] for r in sel])),
+                "names_an_object_rate": float(np.mean([r["names_an_object"] for r in sel])),
                 "J_named": _mean_or_none([r["J"] for r in sel if r["named"]]),
                 "J_misnamed": _mean_or_none([r["J"] for r in sel if not r["named"]])}
     return out
@@ -148,10 +153,10 @@ def _mean_or_none(values: list[float]) -> float | None:
 
 def format_table(result: dict, name: str = "") -> str:
     lines = [f"{name}  ({result['num_videos']} held-out clips, split {result['split']}, SAM2 {result['mode']})",
-             f"{'expressions':<12}{'n':>6}{'J':>8}{'F':>8}{'J&F':>8}{'grounded':>10}{'named':>8}"]
+             f"{'expressions':<12}{'n':>6}{'J':>8}{'F':>8}{'J&F':>8}{'grounded':>10}{'named':>8}{'exists':>8}"]
     for kind, r in result["referring"].items():
         lines.append(f"{kind:<12}{r['num_expressions']:>6}{r['J']:>8.3f}{r['F']:>8.3f}{r['JF']:>8.3f}"
-                     f"{r['grounded_rate']:>10.2f}{r['named_rate']:>8.2f}")
+                     f"{r['grounded_rate']:>10.2f}{r['named_rate']:>8.2f}{r['names_an_object_rate']:>8.2f}")
     if "gcg" in result:
         g = result["gcg"]
         recall = "  ".join(f"Recall[{k}] {v:.3f}" if v is not None else f"Recall[{k}] n/a"

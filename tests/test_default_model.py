@@ -78,8 +78,11 @@ def test_held_out_evaluation_scores_and_checks_names(model):
     assert [r["expression"] for r in rows] == [e.text for e in clip.expressions]
     for r in rows:  # "named" is exactly "the answer's first phrase picks out the referred object(s) alone"
         phrases = seg_phrases(r["answer"])
-        assert r["named"] == (bool(phrases) and named_objects(clip.scene, phrases[0]) == referred[r["expression"]])
+        said = named_objects(clip.scene, phrases[0]) if phrases else None
+        assert r["named"] == (said == referred[r["expression"]])
+        assert r["names_an_object"] == (said is not None and set(said) <= {o.obj_id for o in clip.scene.objects})
         assert 0.0 <= r["J"] <= 1.0 and 0.0 <= r["F"] <= 1.0
     agg = result["referring"]["all"]
     assert agg["named_rate"] == pytest.approx(np.mean([r["named"] for r in rows]))
+    assert agg["names_an_object_rate"] >= agg["named_rate"]
     assert agg["J"] == pytest.approx(np.mean([r["J"] for r in rows]))
