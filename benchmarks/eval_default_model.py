@@ -98,7 +98,6 @@ def evaluate_stage0(decoder, prompts, num_videos: int, *, seed: int = 0, split: 
                     width: int = 128, num_frames: int = 16, mode: str = "temporal", progress: bool = True) -> dict:
     """Referring J/F of SAM2 alone, each expression prompted by the stage-0 descriptions (``AttributePrompts``) of
     the objects it refers to, summed: the ceiling the full model reaches if it always identifies the object."""
-    import torch
     import torch.nn.functional as F
 
     from training.synthetic.generate import clip_seed, make_clip
