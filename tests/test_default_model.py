@@ -59,12 +59,9 @@ def test_grounds_the_red_car_in_the_example_clip(model):
 
 
 def test_held_out_evaluation_scores_and_checks_names(model):
-    import importlib.util
+    from tests.test_prompt_pretrain import load_eval_script
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_default_model.py"
-    spec = importlib.util.spec_from_file_location("eval_default_model", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_eval_script()
     from training.synthetic.generate import clip_seed, make_clip
     from training.synthetic.language import named_objects
     from training.synthetic.world import WorldConfig

@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -110,8 +109,9 @@ def test_trainer_runs_stage_zero_once_and_reuses_it(tmp_path, monkeypatch):
     assert [r["step"] for r in json.loads((saved.parent / "history.json").read_text())] == [1, 2]
     assert any(not torch.equal(weights[k], calls[0][k]) for k in weights)  # stage 0 changed SAM2
     # its learnt descriptions are kept beside it (the perfect-description eval prompts SAM2 with them)
-    descriptions = AttributePrompts(cfg_prompt_dim(cfg))
-    descriptions.load_state_dict(load_file(str(saved.parent / trainer.ATTRIBUTE_PROMPTS_FILE)))
+    kept = load_file(str(saved.parent / trainer.ATTRIBUTE_PROMPTS_FILE))
+    descriptions = AttributePrompts(kept["colour.weight"].shape[1])
+    descriptions.load_state_dict(kept)
     assert descriptions.colour.weight.abs().sum() > 0
 
     # A second start of the same run folder loads stage 0's result instead of training it again.
@@ -143,11 +143,8 @@ def test_stage_zero_trains_sam2_even_when_the_recipe_freezes_it(tmp_path):
     assert all(p.requires_grad for p in model.seg_adapter.parameters())
 
 
-def cfg_prompt_dim(cfg) -> int:
-    return trainer.build_model(cfg).pixel_decoder.cfg.prompt_dim
-
-
 def load_eval_script():
+    """benchmarks/eval_default_model.py as a module (benchmarks/ is not a package)."""
     import importlib.util
     from pathlib import Path
 
