@@ -127,9 +127,11 @@ PROMPT_PRETRAIN_FILE = "prompt_pretrain/pixel_decoder.safetensors"
 ATTRIBUTE_PROMPTS_FILE = "attribute_prompts.safetensors"  # stage 0's learnt descriptions, next to its SAM2 weights
 
 
-def prompt_pretrain_stage(cfg: TrainConfig, model, out_dir: Path, rank: int, resuming: bool, progress: bool) -> Path:
+def prompt_pretrain_stage(cfg: TrainConfig, model, out_dir: Path, rank: int, resuming: bool, progress: bool):
     """Run stage 0 once per run folder: pre-train SAM2 (training.synthetic.prompt_pretrain), rank 0 saving it
-    with its log; every later start or resume of the run loads that file instead of training again.
+    with its log and descriptions; every later start or resume of the run loads those files instead of training.
+
+    Returns stage 0's descriptions (a frozen AttributePrompts), or None for a run folder saved before they were kept.
 
     Every rank trains the same seeded stage itself (DeepSpeed broadcasts rank 0's weights when it wraps the model),
     so no rank waits on a file another one writes before the process group exists.
@@ -141,10 +143,15 @@ def prompt_pretrain_stage(cfg: TrainConfig, model, out_dir: Path, rank: int, res
 
     path = out_dir / PROMPT_PRETRAIN_FILE
     decoder = model.pixel_decoder
+    device = next(decoder.parameters()).device
+    prompts = AttributePrompts(decoder.cfg.prompt_dim).to(device)
     if path.exists():
-        device = next(decoder.parameters()).device
         decoder.load_state_dict(load_file(str(path), device=str(device)))
-        return path
+        kept = path.parent / ATTRIBUTE_PROMPTS_FILE
+        if not kept.exists():
+            return None
+        prompts.load_state_dict(load_file(str(kept), device=str(device)))
+        return prompts.requires_grad_(False)
     if resuming:
         raise MissingWeightsError(f"this recipe has a prompt_pretrain stage but {path} is missing, so the resumed "
                                   "run cannot rebuild its SAM2 start; resume with the run's own out_dir")
@@ -153,7 +160,6 @@ def prompt_pretrain_stage(cfg: TrainConfig, model, out_dir: Path, rank: int, res
     for p in frozen:
         p.requires_grad_(True)
     try:
-        prompts = AttributePrompts(decoder.cfg.prompt_dim)
         history = pretrain_pixel_decoder(decoder, cfg.prompt_pretrain_config(), progress=progress and rank == 0,
                                          prompts=prompts)
     finally:
@@ -166,7 +172,7 @@ def prompt_pretrain_stage(cfg: TrainConfig, model, out_dir: Path, rank: int, res
             save_file({k: v.detach().cpu().clone() for k, v in prompts.state_dict().items()}, str(tmp))
         with atomic_path(path) as tmp:  # the weights last: their presence means stage 0 is complete
             save_file({k: v.detach().cpu().clone() for k, v in decoder.state_dict().items()}, str(tmp))
-    return path
+    return prompts.requires_grad_(False)
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
@@ -245,8 +251,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     # 1. Model and data.
     seed_everything(cfg.seed)  # model initialisation is identical on every rank and every resume
     model = build_model(cfg).to(device)
+    teacher, distill = None, 0.0
     if cfg.prompt_pretrain is not None:  # stage 0: SAM2 learns to follow prompts before the LLM talks to it
-        prompt_pretrain_stage(cfg, model, out_dir, rank, resuming=resume is not None, progress=progress)
+        teacher = prompt_pretrain_stage(cfg, model, out_dir, rank, resuming=resume is not None, progress=progress)
+        distill = cfg.prompt_pretrain_config().distill_weight
+        if distill and teacher is None:
+            raise MissingWeightsError(f"prompt_pretrain.distill_weight needs stage 0's descriptions, "
+                                      f"{out_dir / PROMPT_PRETRAIN_FILE} has none beside it ({ATTRIBUTE_PROMPTS_FILE}): "
+                                      "run stage 0 again in a fresh out_dir")
+        from training.synthetic.prompt_pretrain import attach_prompt_targets
     stage_data = build_stage_data(cfg, rank)
 
     # 2. Optimiser over the trainable parameters only (frozen ones get no state), and the schedule.
@@ -286,18 +299,21 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
         for micro in range(o.grad_accum):
             first = (step * o.grad_accum + micro) * o.batch_size
             samples = [mixture[first + j] for j in range(o.batch_size)]
+            if distill:
+                attach_prompt_targets(teacher, samples)
             batch = to_device(model.processor(samples), device)
             with autocast:
                 out = (engine or model)(batch)
-            for k in ("loss", "ce_loss", "bce_loss", "dice_loss"):
-                v = getattr(out, k, None)
+            loss = out.loss + distill * out.prompt_loss if out.prompt_loss is not None else out.loss
+            for k in ("loss", "ce_loss", "bce_loss", "dice_loss", "prompt_loss"):
+                v = loss if k == "loss" else getattr(out, k, None)
                 if v is not None:
                     totals[k] = totals.get(k, 0.0) + float(v.detach()) / o.grad_accum
             if engine is not None:
-                engine.backward(out.loss)
+                engine.backward(loss)
                 engine.step()  # applies the update (with clipping) at the accumulation boundary only
             else:
-                (out.loss / o.grad_accum).backward()
+                (loss / o.grad_accum).backward()
         if engine is None:
             if o.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
@@ -361,7 +377,7 @@ def _free_port() -> int:
 class _LossLog:
     """CSV loss log; on resume, rows past the resumed step are dropped so the log matches the weights."""
 
-    FIELDS = ["step", "loss", "ce_loss", "bce_loss", "dice_loss", "lr", "seconds"]
+    FIELDS = ["step", "loss", "ce_loss", "bce_loss", "dice_loss", "prompt_loss", "lr", "seconds"]
 
     def __init__(self, path: Path, start: int):
         self.path = path

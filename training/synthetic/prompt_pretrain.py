@@ -35,7 +35,7 @@ from .generate import clip_seed, make_clip
 from .language import matching
 from .world import CATEGORIES, PALETTE, SceneObject, WorldConfig
 
-__all__ = ["AttributePrompts", "PromptPretrainConfig", "pretrain_pixel_decoder"]
+__all__ = ["AttributePrompts", "PromptPretrainConfig", "attach_prompt_targets", "pretrain_pixel_decoder"]
 
 
 @dataclass
@@ -57,6 +57,9 @@ class PromptPretrainConfig:
     world: dict = field(default_factory=lambda: {"num_frames": 8, "height": 128, "width": 128})
     seed: int = 0
     log_every: int = 50
+    # Later stages: weight of the MSE pulling each [SEG]'s prompt (L->V output) towards this stage's description
+    # of its object (a frozen teacher), so the LLM writes into the prompt space SAM2 learnt here. 0: off.
+    distill_weight: float = 0.0
 
     def validate(self) -> None:
         if self.steps < 1 or self.clips_per_step < 1 or self.frames < 1:
@@ -65,6 +68,8 @@ class PromptPretrainConfig:
             raise ConfigError(f"prompt_pretrain.mode must be 'temporal' or 'framewise', got {self.mode!r}")
         if self.descriptions not in ("full", "partial"):
             raise ConfigError(f"prompt_pretrain.descriptions must be 'full' or 'partial', got {self.descriptions!r}")
+        if self.distill_weight < 0:
+            raise ConfigError(f"prompt_pretrain.distill_weight must be >= 0, got {self.distill_weight}")
         if self.frames > WorldConfig(**self.world).num_frames:
             raise ConfigError(f"prompt_pretrain.frames={self.frames} exceeds the world's num_frames")
 
@@ -97,6 +102,21 @@ class AttributePrompts(nn.Module):
         return (term(self.colour, lambda o: self.colours.index(o.colour), "colour")
                 + term(self.category, lambda o: self.categories.index(o.category), "category")
                 + term(self.size, lambda o: int(o.size == "large"), "size"))
+
+
+@torch.no_grad()
+def attach_prompt_targets(prompts: AttributePrompts, samples) -> None:
+    """Set ``meta["prompt_targets"]`` of each synthetic sample: one row per ``[SEG]``, the full description of its
+    object (``meta["seg_objects"]``), NaN for a group of objects. Samples without ``seg_objects`` are left alone."""
+    for s in samples:
+        objects = s.meta.get("seg_objects")
+        if objects is None:
+            continue
+        rows = np.full((len(objects), prompts.colour.embedding_dim), np.nan, np.float32)
+        known = [i for i, o in enumerate(objects) if o is not None]
+        if known:
+            rows[known] = prompts([objects[i] for i in known]).float().cpu().numpy()
+        s.meta["prompt_targets"] = rows
 
 
 def unique_descriptions(scene, obj: SceneObject) -> list[tuple[str, ...]]:

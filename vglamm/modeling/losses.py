@@ -1,4 +1,5 @@
-"""Training losses: next-token cross-entropy on answer tokens, per-frame mask BCE and Dice (LISA definitions)."""
+"""Training losses: next-token cross-entropy on answer tokens, per-frame mask BCE and Dice (LISA definitions), and
+an optional regression of ``[SEG]`` prompts onto given targets (a teacher's prompts)."""
 
 from __future__ import annotations
 
@@ -54,3 +55,14 @@ def mask_losses(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> tupl
         zero = sum((lg.sum() * 0.0 for lg in logits), torch.zeros(()))
         return zero, zero
     return bce / count, dice / count
+
+
+def prompt_regression_loss(prompts: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between ``[SEG]`` prompts (S, D) and target prompts (S, D); rows of NaN in ``targets``
+    are unsupervised. Returns zero (keeping the graph) when no row is supervised."""
+    if prompts.shape != targets.shape:
+        raise ValueError(f"prompts {tuple(prompts.shape)} and prompt targets {tuple(targets.shape)} differ")
+    valid = ~torch.isnan(targets).any(-1).to(prompts.device)
+    if not valid.any():
+        return prompts.sum() * 0.0
+    return F.mse_loss(prompts[valid].float(), targets.to(prompts.device)[valid].float())

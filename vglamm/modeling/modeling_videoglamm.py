@@ -28,7 +28,7 @@ from vglamm.modeling.configuration import IGNORE_INDEX, VIDEO_PLACEHOLDER_ID, Vi
 from vglamm.modeling.generation import generate, position_ids_from_mask
 from vglamm.modeling.image_encoder import CLIPImageEncoder
 from vglamm.modeling.language_model import END_OF_TURN, LanguageModel, build_tokenizer
-from vglamm.modeling.losses import mask_losses, next_token_loss
+from vglamm.modeling.losses import mask_losses, next_token_loss, prompt_regression_loss
 from vglamm.modeling.pixel_decoder import SAM2PixelDecoder
 from vglamm.modeling.processing import (VideoGLaMMProcessor, clean_answer, gcg_prompt, referring_prompt,
                                         seg_phrases)
@@ -53,6 +53,9 @@ class VideoGLaMMOutput:
     dice_loss: torch.Tensor
     logits: torch.Tensor | None = None
     mask_logits: list[torch.Tensor] = field(default_factory=list)
+    # MSE of the [SEG] prompts to the batch's ``prompt_targets`` (with its graph; not part of ``loss``: a trainer
+    # adds it with its own weight). None when the batch has no targets.
+    prompt_loss: torch.Tensor | None = None
 
 
 @dataclass
@@ -286,7 +289,11 @@ class VideoGLaMM(nn.Module):
         expected = [int(n) for n in batch["num_seg"]]
         if per_row != expected:
             raise DataFormatError(f"[SEG] tokens per sample {per_row} differ from num_seg {expected}")
-        prompts = self.seg_adapter(hidden[seg_mask]).split(per_row)
+        flat_prompts = self.seg_adapter(hidden[seg_mask])
+        prompts = flat_prompts.split(per_row)
+        prompt_loss = None
+        if batch.get("prompt_targets") is not None:
+            prompt_loss = prompt_regression_loss(flat_prompts, batch["prompt_targets"])
         # 4. Masks: SAM2 features once per sample, every object decoded against them
         mask_logits, targets = [], []
         for i, n in enumerate(per_row):
@@ -304,7 +311,7 @@ class VideoGLaMM(nn.Module):
         bce, dice = bce.to(ce.device), dice.to(ce.device)
         loss = cfg.ce_weight * ce + cfg.bce_weight * bce + cfg.dice_weight * dice
         return VideoGLaMMOutput(loss=loss, ce_loss=ce.detach(), bce_loss=bce.detach(), dice_loss=dice.detach(),
-                                logits=logits, mask_logits=mask_logits)
+                                logits=logits, mask_logits=mask_logits, prompt_loss=prompt_loss)
 
     # ------------------------------------------------------------------ inference
     def _resolve_video(self, video) -> _VideoInput:

@@ -172,7 +172,7 @@ class VideoGLaMMProcessor:
     def __call__(self, samples: Sequence[GroundedSample]) -> dict:
         if not samples:
             raise DataFormatError("cannot build a batch from zero samples")
-        rows, clip, video, sam, targets, num_seg = [], [], [], [], [], []
+        rows, clip, video, sam, targets, num_seg, prompt_targets = [], [], [], [], [], [], []
         max_text = self.cfg.language_model.max_length - self.cfg.visual_tokens_per_video + 1
         for s in samples:
             frames = np.asarray(s.frames)
@@ -199,6 +199,8 @@ class VideoGLaMMProcessor:
             sam.append(self.sam_pixels(frames))
             targets.append(self.target_masks(masks[:n_seg]))
             num_seg.append(n_seg)
+            prompt_targets.append(None if s.meta.get("prompt_targets") is None
+                                  else np.asarray(s.meta["prompt_targets"], np.float32)[:n_seg])
 
         length = max(len(ids) for ids, _ in rows)
         input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long)
@@ -218,7 +220,23 @@ class VideoGLaMMProcessor:
             "target_masks": targets,
             "num_seg": torch.tensor(num_seg, dtype=torch.long),
             "sources": [s.source for s in samples],
+            "prompt_targets": _stack_prompt_targets(prompt_targets, num_seg),
         }
+
+
+def _stack_prompt_targets(rows: list[np.ndarray | None], num_seg: list[int]) -> torch.Tensor | None:
+    """Per-sample ``meta["prompt_targets"]`` (N_i, D) → one (sum N_i, D) tensor in [SEG] order, NaN rows where a
+    sample gives none; None when no sample does."""
+    given = [r for r in rows if r is not None]
+    if not given:
+        return None
+    dim = given[0].shape[-1]
+    out = []
+    for r, n in zip(rows, num_seg):
+        if r is not None and (r.ndim != 2 or r.shape != (n, dim)):
+            raise DataFormatError(f"prompt_targets must be one ({dim},) row per [SEG] ({n}), got {r.shape}")
+        out.append(np.full((n, dim), np.nan, np.float32) if r is None else r)
+    return torch.from_numpy(np.concatenate(out))
 
 
 def _ignore_seg_after(ids: list[int], labels: list[int], seg_id: int, keep: int) -> list[int]:

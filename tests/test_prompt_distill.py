@@ -1,0 +1,132 @@
+"""Stage 0's descriptions as targets for the [SEG] prompts of later stages (``prompt_pretrain.distill_weight``)."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import training.trainer as trainer
+from tests.test_model_training import moving_boxes
+from tests.test_prompt_pretrain import SMALL_WORLD
+from tests.test_trainer import recipe
+from training.recipe import TrainConfig
+from training.synthetic import WorldConfig, make_clip
+from training.synthetic.dataset import SyntheticDataset
+from training.synthetic.prompt_pretrain import AttributePrompts, PromptPretrainConfig, attach_prompt_targets
+from vglamm.errors import ConfigError, DataFormatError, MissingWeightsError
+from vglamm.modeling import VideoGLaMM, VideoGLaMMConfig
+from vglamm.modeling.losses import prompt_regression_loss
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return VideoGLaMM.from_config(VideoGLaMMConfig.tiny())
+
+
+def test_regression_loss_skips_nan_rows():
+    prompts = torch.randn(3, 4, requires_grad=True)
+    targets = torch.randn(3, 4)
+    targets[1] = float("nan")
+    loss = prompt_regression_loss(prompts, targets)
+    torch.testing.assert_close(loss, F.mse_loss(prompts[[0, 2]], targets[[0, 2]]))
+    loss.backward()
+    assert prompts.grad[1].abs().sum() == 0 and prompts.grad[0].abs().sum() > 0
+    none = prompt_regression_loss(prompts, torch.full((3, 4), float("nan")))
+    assert none.item() == 0.0 and none.requires_grad
+    with pytest.raises(ValueError, match="differ"):
+        prompt_regression_loss(prompts, torch.zeros(2, 4))
+
+
+def test_synthetic_samples_name_the_object_of_each_seg():
+    config = WorldConfig(num_frames=6, height=64, width=64)
+    data = SyntheticDataset(6, seed=2, config=config, p_gcg=0.5, exprs_per_sample=3, answers="short_name")
+    tasks = set()
+    for i in range(6):
+        s = data[i]
+        tasks.add(s.meta["task"])
+        clip = make_clip(data._records[i].seed, config)
+        objects = s.meta["seg_objects"]
+        assert len(objects) == len(s.masks) == s.num_seg()
+        for obj, masks in zip(objects, s.masks):
+            if obj is not None:  # the [SEG]'s mask is exactly this object's
+                np.testing.assert_array_equal(masks, clip.object_masks(obj.obj_id)[s.frame_indices])
+    assert tasks == {"gcg", "refer"}
+
+
+def test_targets_are_the_descriptions_and_batch_in_seg_order(model):
+    data = SyntheticDataset(3, seed=0, config=WorldConfig(num_frames=4, height=64, width=64), p_gcg=0.0,
+                            exprs_per_sample=3, answers="short_name")
+    samples = [data[0], moving_boxes(), data[1]]  # the middle one has no descriptions: unsupervised rows
+    samples[0].meta["seg_objects"][-1] = None  # e.g. an expression about a group of objects
+    prompts = AttributePrompts(model.cfg.pixel_decoder.prompt_dim)
+    attach_prompt_targets(prompts, samples)
+    assert "prompt_targets" not in samples[1].meta
+    first = samples[0].meta["prompt_targets"]
+    objects = samples[0].meta["seg_objects"]
+    np.testing.assert_allclose(first[:-1], prompts(objects[:-1]).detach().numpy(), rtol=1e-6)
+    assert np.isnan(first[-1]).all()
+
+    batch = model.processor(samples)
+    targets = batch["prompt_targets"]
+    counts = batch["num_seg"].tolist()
+    assert targets.shape == (sum(counts), prompts.colour.embedding_dim)
+    rows = targets.split(counts)
+    np.testing.assert_array_equal(rows[0].numpy(), first)
+    assert torch.isnan(rows[1]).all()
+    np.testing.assert_array_equal(rows[2].numpy(), samples[2].meta["prompt_targets"])
+    assert model.processor([moving_boxes()])["prompt_targets"] is None
+
+    samples[0].meta["prompt_targets"] = first[:, :3]  # wrong width
+    with pytest.raises(DataFormatError, match="prompt_targets"):
+        model.processor(samples)
+
+
+def test_forward_reports_the_prompt_loss_apart_and_it_reaches_only_the_prompt_path(model):
+    sample = moving_boxes()
+    plain = model(model.processor([sample]))
+    assert plain.prompt_loss is None
+    dim = model.cfg.pixel_decoder.prompt_dim
+    sample.meta["prompt_targets"] = np.stack([np.ones(dim, np.float32), np.full(dim, np.nan, np.float32)])
+    model.zero_grad(set_to_none=True)
+    out = model(model.processor([sample]))
+    torch.testing.assert_close(out.loss, plain.loss)  # the paper's loss is unchanged; the trainer adds the term
+    assert out.prompt_loss.item() > 0
+    out.prompt_loss.backward()
+    assert model.seg_adapter.proj[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.pixel_decoder.parameters())
+    model.zero_grad(set_to_none=True)
+
+
+def stage0_recipe(tmp_path, **extra):
+    stage0 = {"steps": 2, "clips_per_step": 1, "frames": 2, "mode": "framewise", "world": SMALL_WORLD,
+              "log_every": 1, "distill_weight": 0.5}
+    return TrainConfig.from_dict(recipe(tmp_path, steps=2, prompt_pretrain=stage0, log_every=1, **extra))
+
+
+def test_trainer_adds_the_weighted_prompt_loss(tmp_path):
+    cfg = stage0_recipe(tmp_path)
+    model = trainer.train(cfg, progress=False)
+    with (tmp_path / "log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    m = model.cfg
+    for r in rows:
+        v = {k: float(r[k]) for k in ("loss", "ce_loss", "bce_loss", "dice_loss", "prompt_loss")}
+        assert v["prompt_loss"] > 0
+        paper = m.ce_weight * v["ce_loss"] + m.bce_weight * v["bce_loss"] + m.dice_weight * v["dice_loss"]
+        assert v["loss"] == pytest.approx(paper + 0.5 * v["prompt_loss"], rel=1e-3, abs=1e-4)
+
+
+def test_distilling_needs_stage_zero_descriptions(tmp_path):
+    cfg = stage0_recipe(tmp_path)
+    model = trainer.build_model(cfg)
+    trainer.prompt_pretrain_stage(cfg, model, tmp_path, 0, resuming=False, progress=False)
+    # a run folder from before the descriptions were kept beside SAM2's weights
+    (tmp_path / trainer.PROMPT_PRETRAIN_FILE).parent.joinpath(trainer.ATTRIBUTE_PROMPTS_FILE).unlink()
+    with pytest.raises(MissingWeightsError, match="distill_weight"):
+        trainer.train(cfg, progress=False)
+    with pytest.raises(ConfigError, match="distill_weight"):
+        PromptPretrainConfig(distill_weight=-1.0).validate()
