@@ -56,6 +56,22 @@ def test_synthetic_samples_name_the_object_of_each_seg():
     assert tasks == {"gcg", "refer"}
 
 
+def test_only_the_chosen_kinds_of_seg_are_supervised():
+    data = SyntheticDataset(8, seed=1, config=WorldConfig(num_frames=4, height=64, width=64), p_gcg=0.4,
+                            exprs_per_sample=3, answers="short_name")
+    samples = [data[i] for i in range(8)]
+    prompts = AttributePrompts(8)
+    attach_prompt_targets(prompts, samples, kinds=("gcg", "attribute"))
+    seen = set()
+    for s in samples:
+        for kind, obj, row in zip(s.meta["seg_kinds"], s.meta["seg_objects"], s.meta["prompt_targets"]):
+            seen.add(kind)
+            assert np.isnan(row).all() == (kind == "motion" or obj is None)
+    assert seen == {"gcg", "attribute", "motion"}
+    with pytest.raises(ConfigError, match="distill_kinds"):
+        PromptPretrainConfig(distill_kinds=("colour",)).validate()
+
+
 def test_targets_are_the_descriptions_and_batch_in_seg_order(model):
     data = SyntheticDataset(3, seed=0, config=WorldConfig(num_frames=4, height=64, width=64), p_gcg=0.0,
                             exprs_per_sample=3, answers="short_name")

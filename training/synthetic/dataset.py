@@ -85,8 +85,9 @@ class SyntheticDataset(GroundedDataset):
                                  {"role": "assistant", "content": pick(templates, trng).format(exp=said)}]
             meta = {"task": "refer", "kind": chosen[0].kind, "expression": chosen[0].text, "obj_ids": list(groups[0]),
                     "expressions": [(e.kind, e.text) for e in chosen]}
-        # each [SEG]'s object (None for a group), for stage 0's descriptions as prompt targets (trainer)
+        # each [SEG]'s object (None for a group) and kind, for stage 0's descriptions as prompt targets (trainer)
         meta["seg_objects"] = [clip.scene.object(g[0]) if len(g) == 1 else None for g in groups]
+        meta["seg_kinds"] = ["gcg"] * len(groups) if meta["task"] == "gcg" else [k for k, _ in meta["expressions"]]
         # one mask track per [SEG]: the union of the objects an expression refers to
         masks = np.stack([np.any([clip.object_masks(o) for o in g], axis=0) for g in groups])  # (N, T, H, W)
         idx = select_frames(clip.scene.num_frames, self.sampling, masks.any(axis=(2, 3)),

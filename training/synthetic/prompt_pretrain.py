@@ -60,6 +60,8 @@ class PromptPretrainConfig:
     # Later stages: weight of the MSE pulling each [SEG]'s prompt (L->V output) towards this stage's description
     # of its object (a frozen teacher), so the LLM writes into the prompt space SAM2 learnt here. 0: off.
     distill_weight: float = 0.0
+    # the [SEG]s distilled, by what they answer: "gcg" captions, "attribute" or "motion" referring expressions
+    distill_kinds: tuple[str, ...] = ("gcg", "attribute", "motion")
 
     def validate(self) -> None:
         if self.steps < 1 or self.clips_per_step < 1 or self.frames < 1:
@@ -70,11 +72,14 @@ class PromptPretrainConfig:
             raise ConfigError(f"prompt_pretrain.descriptions must be 'full' or 'partial', got {self.descriptions!r}")
         if self.distill_weight < 0:
             raise ConfigError(f"prompt_pretrain.distill_weight must be >= 0, got {self.distill_weight}")
+        if not set(self.distill_kinds) <= set(SEG_KINDS):
+            raise ConfigError(f"prompt_pretrain.distill_kinds must be among {SEG_KINDS}, got {self.distill_kinds}")
         if self.frames > WorldConfig(**self.world).num_frames:
             raise ConfigError(f"prompt_pretrain.frames={self.frames} exceeds the world's num_frames")
 
 
 ATTRIBUTES = ("colour", "category", "size")
+SEG_KINDS = ("gcg", "attribute", "motion")
 
 
 class AttributePrompts(nn.Module):
@@ -105,15 +110,17 @@ class AttributePrompts(nn.Module):
 
 
 @torch.no_grad()
-def attach_prompt_targets(prompts: AttributePrompts, samples) -> None:
+def attach_prompt_targets(prompts: AttributePrompts, samples, kinds: Sequence[str] = SEG_KINDS) -> None:
     """Set ``meta["prompt_targets"]`` of each synthetic sample: one row per ``[SEG]``, the full description of its
-    object (``meta["seg_objects"]``), NaN for a group of objects. Samples without ``seg_objects`` are left alone."""
+    object (``meta["seg_objects"]``); NaN (unsupervised) for a group of objects or a ``[SEG]`` whose kind
+    (``meta["seg_kinds"]``) is not in ``kinds``. Samples without ``seg_objects`` are left alone."""
     for s in samples:
         objects = s.meta.get("seg_objects")
         if objects is None:
             continue
         rows = np.full((len(objects), prompts.colour.embedding_dim), np.nan, np.float32)
-        known = [i for i, o in enumerate(objects) if o is not None]
+        seg_kinds = s.meta.get("seg_kinds") or ["gcg"] * len(objects)
+        known = [i for i, (o, k) in enumerate(zip(objects, seg_kinds)) if o is not None and k in kinds]
         if known:
             rows[known] = prompts([objects[i] for i in known]).float().cpu().numpy()
         s.meta["prompt_targets"] = rows
