@@ -141,6 +141,32 @@ def test_decord_backend_matches_pyav(clip_path):
     assert np.abs(a.frames.astype(int) - b.frames).mean() < 1.0
 
 
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_display_rotation_is_applied(tmp_path, degrees):
+    """A phone-style clip: stored landscape with a display matrix. Both backends return it as players show it."""
+    frames = np.zeros((3, 32, 64, 3), np.uint8)
+    frames[:, :8, :16] = 255  # a white block in the stored top-left corner
+    path = tmp_path / "rotated.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
+        s.set_display_rotation(degrees)  # counter-clockwise, as the display matrix stores it
+        for f in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode(None))
+    upright = np.rot90(frames[0], degrees // 90)  # turning counter-clockwise, as a player does
+    info = probe_video(path)
+    assert info.rotation == degrees % 360 and info.size == upright.shape[:2]
+    for backend in ("pyav", "decord"):
+        video = load_video(path, backend=backend)
+        assert video.frames.shape == (3, *upright.shape), backend
+        white = video.frames[0].mean(-1) > 128
+        assert (white == (upright.mean(-1) > 128)).mean() > 0.97, backend
+    plain = tmp_path / "plain.mp4"
+    write_video(plain, frames, 10)
+    assert probe_video(plain).rotation == 0 and load_video(plain).frames.shape == frames.shape
+
+
 def test_iter_video_streams_with_indices(clip_path):
     pairs = list(iter_video(clip_path, indices=[3, 7, 7]))
     assert [i for i, _ in pairs] == [3, 7, 7]

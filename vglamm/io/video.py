@@ -41,6 +41,9 @@ class VideoInfo:
     has_audio: bool
     codec: str
     path: str = ""
+    # counter-clockwise degrees (a multiple of 90) the reader turns every frame by so it stands as players show it
+    # (the display matrix phones write for portrait video); ``size`` is the upright size
+    rotation: int = 0
 
 
 @dataclass
@@ -150,8 +153,30 @@ def probe_video(path: PathLike, *, fps: float | None = None) -> VideoInfo:
             duration = container.duration / av.time_base
         else:
             duration = n / rate
-        return VideoInfo(int(n), rate, (stream.codec_context.height, stream.codec_context.width), duration,
-                         bool(container.streams.audio), stream.codec_context.name, str(path))
+        rotation = _display_rotation(path)
+        h, w = stream.codec_context.height, stream.codec_context.width
+        return VideoInfo(int(n), rate, (w, h) if rotation % 180 else (h, w), duration,
+                         bool(container.streams.audio), stream.codec_context.name, str(path), rotation)
+
+
+def _quarter_turns(degrees: float | None) -> int:
+    """A display-matrix angle (counter-clockwise degrees) as the nearest multiple of 90 in [0, 360)."""
+    return int(round((degrees or 0) / 90)) % 4 * 90
+
+
+def _display_rotation(path: Path) -> int:
+    """The rotation of the first frame's display matrix (0 when it has none or does not decode)."""
+    with _open(path) as container:
+        try:
+            frame = next(container.decode(container.streams.video[0]), None)
+        except av.error.FFmpegError:
+            return 0
+        return _quarter_turns(getattr(frame, "rotation", 0))
+
+
+def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn a decoded frame counter-clockwise by ``rotation`` degrees (a multiple of 90), as players do."""
+    return np.ascontiguousarray(np.rot90(rgb, rotation // 90)) if rotation else rgb
 
 
 # ----------------------------------------------------------------------------------------------------------- reading
@@ -220,7 +245,8 @@ def _iter_pyav(path: Path, wanted: dict[int, int] | None, expected: int) -> Iter
             n += 1
             repeat = 1 if wanted is None else wanted.get(n, 0)
             if repeat:
-                rgb = frame.to_ndarray(format="rgb24")  # only selected frames pay for colour conversion
+                # only selected frames pay for colour conversion
+                rgb = _upright(frame.to_ndarray(format="rgb24"), _quarter_turns(getattr(frame, "rotation", 0)))
                 t = float(frame.time) if frame.time is not None else n / rate
                 for _ in range(repeat):
                     yield n, t, rgb
@@ -252,7 +278,7 @@ def _iter_decord(path: Path, wanted: dict[int, int] | None, chunk: int = 16):
         except decord.DECORDError as e:
             raise VideoReadError(f"decord failed on {path} ({str(e).splitlines()[0]}); use backend='pyav'.") from e
         for i, rgb in zip(batch, frames):
-            yield i, i / rate, rgb
+            yield i, i / rate, rgb  # decord applies the display matrix itself
 
 
 def _iter_folder(files: list[Path], wanted: dict[int, int] | None, rate: float):
