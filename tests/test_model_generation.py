@@ -119,6 +119,27 @@ def test_save_load_identical(model, tmp_path):
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
 
 
+def test_load_in_half_precision_builds_the_skeleton_in_it(model, tmp_path, monkeypatch):
+    out_dir = model.save_pretrained(tmp_path / "m")
+    built_in = []
+    real = VideoGLaMM.from_config.__func__
+
+    def spy(cls, *args, **kwargs):
+        built_in.append(torch.get_default_dtype())
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(VideoGLaMM, "from_config", classmethod(spy))
+    loaded = VideoGLaMM.from_pretrained(out_dir, device="cpu", torch_dtype=torch.bfloat16)
+    assert built_in == [torch.bfloat16] and torch.get_default_dtype() == torch.float32
+    sd, sd2 = model.state_dict(), loaded.state_dict()
+    assert sd.keys() == sd2.keys()
+    for k, v in sd2.items():
+        if k.startswith("pixel_decoder.") or not v.is_floating_point():  # SAM2 stays float32, exactly as saved
+            assert v.dtype == sd[k].dtype and torch.equal(v, sd[k]), k
+        else:
+            assert v.dtype == torch.bfloat16 and torch.equal(v, sd[k].to(torch.bfloat16)), k
+
+
 def test_missing_models_raise(tmp_path):
     with pytest.raises(MissingWeightsError, match="not a saved VideoGLaMM"):
         resolve_model_path(tmp_path)

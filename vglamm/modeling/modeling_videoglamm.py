@@ -7,6 +7,7 @@ every source frame); ``save_pretrained`` / ``from_pretrained`` round-trip safete
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import importlib.util
@@ -489,18 +490,32 @@ class VideoGLaMM(nn.Module):
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
         device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
-        # Pretrained components are not fetched: the skeleton is random and every weight comes from the file.
-        with torch.device(device):
+        # Pretrained components are not fetched: the skeleton is random and every weight comes from the file. It is
+        # built in the requested dtype (a float32 skeleton of Phi-3-mini alone is 15 GB), SAM2 cast back to float32
+        # before loading so its weights arrive at full precision.
+        with torch.device(device), _default_dtype(torch_dtype):
             model = cls.from_config(cfg, load_components=False, tokenizer=tokenizer)
+        if torch_dtype is not None:
+            model.to_dtype(torch_dtype)
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
         if missing or unexpected:
             missing, unexpected = sorted(missing), sorted(unexpected)  # safetensors returns sets
             raise MissingWeightsError(f"{weights} does not match the model built from its config: "
                                       f"{len(missing)} missing (first {missing[:3]}), "
                                       f"{len(unexpected)} unexpected (first {unexpected[:3]})")
-        if torch_dtype is not None:
-            model.to_dtype(torch_dtype)
         return model.eval()
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype | None):
+    """Create floating-point tensors in ``dtype`` inside the block (no change for None)."""
+    previous = torch.get_default_dtype()
+    if dtype is not None:
+        torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def builtin_models() -> dict[str, Path]:
