@@ -119,8 +119,7 @@ def attach_prompt_targets(prompts: AttributePrompts, samples, kinds: Sequence[st
         if objects is None:
             continue
         rows = np.full((len(objects), prompts.colour.embedding_dim), np.nan, np.float32)
-        seg_kinds = s.meta.get("seg_kinds") or ["gcg"] * len(objects)
-        known = [i for i, (o, k) in enumerate(zip(objects, seg_kinds)) if o is not None and k in kinds]
+        known = [i for i, (o, k) in enumerate(zip(objects, s.meta["seg_kinds"])) if o is not None and k in kinds]
         if known:
             rows[known] = prompts([objects[i] for i in known]).float().cpu().numpy()
         s.meta["prompt_targets"] = rows
