@@ -20,6 +20,8 @@ Prints a table and writes everything (per-expression rows included) to ``--json`
 ``--stage0 RUN/prompt_pretrain`` scores SAM2 alone instead: the stage-0 weights of a run, each expression prompted
 by the stage-0 description of the object(s) it refers to (``attribute_prompts.safetensors``), i.e. the masks the
 model would get if its LLM always identified the object; ``--model`` then only gives the architecture.
+``--stage0-descriptions stated`` describes each expression by the colour, category and size it states only ("the red
+object": colour), for a stage 0 trained on partial descriptions (``prompt_pretrain.descriptions: partial``).
 
     python benchmarks/eval_default_model.py --model runs/X/export --stage0 runs/X/prompt_pretrain --num-videos 60
 """
@@ -95,12 +97,16 @@ def evaluate(model, num_videos: int, *, seed: int = 0, split: str = "test", heig
 
 
 def evaluate_stage0(decoder, prompts, num_videos: int, *, seed: int = 0, split: str = "test", height: int = 128,
-                    width: int = 128, num_frames: int = 16, mode: str = "temporal", progress: bool = True) -> dict:
+                    width: int = 128, num_frames: int = 16, mode: str = "temporal", descriptions: str = "full",
+                    progress: bool = True) -> dict:
     """Referring J/F of SAM2 alone, each expression prompted by the stage-0 descriptions (``AttributePrompts``) of
-    the objects it refers to, summed: the ceiling the full model reaches if it always identifies the object."""
+    the objects it refers to, summed: the ceiling the full model reaches if it always identifies the object.
+    ``descriptions="stated"``: each expression is described by only the colour, category and size it states ("the
+    red object": colour; "the car moving left": category; "the object that stops": nothing, a zero prompt)."""
     import torch.nn.functional as F
 
     from training.synthetic.generate import clip_seed, make_clip
+    from training.synthetic.language import ATTRIBUTES
     from training.synthetic.world import WorldConfig
     from vglamm.evaluation import boundary_f, region_similarity
 
@@ -115,7 +121,12 @@ def evaluate_stage0(decoder, prompts, num_videos: int, *, seed: int = 0, split: 
         features = decoder.encode_frames(decoder.preprocess(clip.frames))
         objects = {o.obj_id: o for o in clip.scene.objects}
         for e in clip.expressions:
-            prompt = prompts([objects[o] for o in e.obj_ids]).sum(0, keepdim=True)
+            referred = [objects[o] for o in e.obj_ids]
+            if descriptions == "stated":
+                stated = tuple(a for a in ATTRIBUTES if a in e.query)
+                prompt = prompts(referred, [stated] * len(referred)).sum(0, keepdim=True)
+            else:
+                prompt = prompts(referred).sum(0, keepdim=True)
             logits = decoder.decode(features, prompt, mode=mode)[0]  # (T, h, w) low-res
             pred = (F.interpolate(logits[:, None].float(), size=(height, width), mode="bilinear",
                                   align_corners=False)[:, 0] > 0).cpu().numpy()
@@ -201,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage0", default=None, metavar="DIR",
                    help="score a run's stage-0 SAM2 prompted by perfect descriptions (DIR: the run's prompt_pretrain "
                         "folder; --model gives the architecture)")
+    p.add_argument("--stage0-descriptions", default="full", choices=["full", "stated"],
+                   help="with --stage0: describe the referred objects fully, or by what the expression states only")
     a = p.parse_args(argv)
 
     import torch
@@ -215,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.stage0:
             decoder, prompts = load_stage0(model, a.stage0)
             result = evaluate_stage0(decoder, prompts, a.num_videos, seed=a.seed, split=a.split, height=a.height,
-                                     width=a.width, num_frames=a.frames, mode=a.mode)
+                                     width=a.width, num_frames=a.frames, mode=a.mode,
+                                     descriptions=a.stage0_descriptions)
         else:
             result = evaluate(model, a.num_videos, seed=a.seed, split=a.split, height=a.height, width=a.width,
                               num_frames=a.frames, phrase_encoders=tuple(a.phrase_encoders.split(",")), mode=a.mode,

@@ -72,6 +72,33 @@ def test_only_the_chosen_kinds_of_seg_are_supervised():
         PromptPretrainConfig(distill_kinds=("colour",)).validate()
 
 
+def test_stated_targets_describe_what_the_phrase_says():
+    data = SyntheticDataset(8, seed=4, config=WorldConfig(num_frames=4, height=64, width=64), p_gcg=0.3,
+                            exprs_per_sample=3, answers="phrase")
+    samples = [data[i] for i in range(8)]
+    prompts = AttributePrompts(8)
+    attach_prompt_targets(prompts, samples, onto="stated")
+    seen = {"partial": 0, "nothing": 0, "gcg": 0}
+    for s in samples:
+        for kind, obj, stated, row in zip(s.meta["seg_kinds"], s.meta["seg_objects"], s.meta["seg_stated"],
+                                          s.meta["prompt_targets"]):
+            keys = tuple(a for a in ("colour", "category", "size") if a in stated)
+            if not keys:  # "the object that stops" states nothing: unsupervised
+                seen["nothing"] += 1
+                assert np.isnan(row).all()
+                continue
+            seen["partial"] += len(keys) < 3
+            seen["gcg"] += kind == "gcg"
+            np.testing.assert_allclose(row, prompts([obj], [keys])[0].detach().numpy(), rtol=1e-6)
+    assert all(seen.values()), seen  # e.g. "the red object", "a red car": not every target is a full description
+    full = [data[i] for i in range(8)]
+    attach_prompt_targets(prompts, full, onto="full")
+    assert any(not np.allclose(a.meta["prompt_targets"], b.meta["prompt_targets"], equal_nan=True)
+               for a, b in zip(samples, full))
+    with pytest.raises(ConfigError, match="distill_onto"):
+        PromptPretrainConfig(distill_onto="partial").validate()
+
+
 def test_targets_are_the_descriptions_and_batch_in_seg_order(model):
     data = SyntheticDataset(3, seed=0, config=WorldConfig(num_frames=4, height=64, width=64), p_gcg=0.0,
                             exprs_per_sample=3, answers="short_name")

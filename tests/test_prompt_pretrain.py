@@ -159,9 +159,10 @@ class _IdPrompts:
     """Stand-in for AttributePrompts: object k's prompt is one-hot k (shifted by ``shift`` to misidentify)."""
 
     def __init__(self, shift=0):
-        self.shift = shift
+        self.shift, self.kept = shift, []
 
-    def __call__(self, objects):
+    def __call__(self, objects, keep=None):
+        self.kept.append(keep)
         return torch.stack([torch.nn.functional.one_hot(torch.tensor(o.obj_id + self.shift), 16).float()
                             for o in objects])
 
@@ -197,6 +198,12 @@ def test_stage0_eval_prompts_each_expression_with_its_objects_descriptions():
     wrong = bench.evaluate_stage0(_MaskDecoder(clip), _IdPrompts(shift=1), 1, height=64, width=64, num_frames=4,
                                   progress=False)
     assert wrong["referring"]["all"]["J"] < 0.5
+    stated = _IdPrompts()
+    bench.evaluate_stage0(_MaskDecoder(clip), stated, 1, height=64, width=64, num_frames=4, descriptions="stated",
+                          progress=False)
+    # each expression is described by what it states: "the red object" by its colour, "the object that stops" by nothing
+    expected = [[tuple(a for a in ("colour", "category", "size") if a in e.query)] for e in clip.expressions]
+    assert stated.kept == expected and () in [k[0] for k in expected] and ("colour",) in [k[0] for k in expected]
 
 
 def test_stage0_eval_needs_the_descriptions(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from training.synthetic import WorldConfig, clip_samples, clip_seed, generate_dataset, make_clip
-from training.synthetic.language import matching
+from training.synthetic.language import matching, stated_attributes
 from training.synthetic.render import part_colours, silhouette
 from training.synthetic.world import CATEGORIES, PALETTE
 from vglamm.errors import ConfigError
@@ -330,8 +330,20 @@ def test_answer_styles_repeat_the_expression_or_name_the_object():
             sized = f"the {o.size} {o.colour} {o.category}"
             assert name == (sized if "size" in e.query or needs_size else f"the {o.colour} {o.category}")
             assert all(w in name.split() for w in text.split() if w in (o.size, o.colour, o.category))
-    plain = SyntheticDataset(4, seed=3, split="valid", p_gcg=0.0)[0].conversation[1]["content"]
-    assert "<p>" not in plain and "[SEG]" in plain
+    # each [SEG]'s stated attributes: what its phrase says of the object (the expression's own words when repeated)
+    for i in range(3):
+        s, clip = phrase[i], make_clip(phrase._records[i].seed, phrase.config)
+        by_text = {e.text: e for e in clip.expressions}
+        for k, (_, text) in enumerate(s.meta["expressions"]):
+            query = by_text[text].query
+            assert s.meta["seg_stated"][k] == {a: query[a] for a in ("colour", "category", "size") if a in query}
+        s = named[i]
+        assert s.meta["seg_stated"] == [stated_attributes(seg_phrases(s.conversation[2 * k + 1]["content"])[0])
+                                        for k in range(len(s.masks))]
+        assert all(len(stated) == 3 for stated in s.meta["seg_stated"])
+    plain = SyntheticDataset(4, seed=3, split="valid", p_gcg=0.0)[0]
+    assert "<p>" not in plain.conversation[1]["content"] and "[SEG]" in plain.conversation[1]["content"]
+    assert plain.meta["seg_stated"] == [None] * len(plain.masks)
     with pytest.raises(ConfigError, match="answers"):
         SyntheticDataset(2, answers="shout")
 
@@ -351,10 +363,12 @@ def test_named_objects_reads_names_back_into_objects():
         assert named_objects(clip.scene, f"the {o.size} {o.colour} {o.category}") == [o.obj_id]
         shared = [p for p in objs if (p.colour, p.category) == (o.colour, o.category)]
         assert named_objects(clip.scene, f" the {o.colour} {o.category} ") == ([o.obj_id] if len(shared) == 1 else None)
+        alone = [p for p in objs if p.colour == o.colour]
+        assert named_objects(clip.scene, f"the {o.colour} object") == ([o.obj_id] if len(alone) == 1 else None)
     a, b = objs[0], objs[-1]
     both = f"the {a.size} {a.colour} {a.category} and the {b.size} {b.colour} {b.category}"
     assert named_objects(clip.scene, both) == [a.obj_id, b.obj_id]
     absent = next(c for c in PALETTE if all(p.colour != c for p in objs))
     for phrase in (f"the {absent} {a.category}", f"a {a.colour} {a.category}", "the object moving left",
-                   f"the {a.size} {a.size} {a.category}", ""):
+                   f"the {a.size} {a.size} {a.category}", f"the {a.colour} object {a.category}", "the object", ""):
         assert named_objects(clip.scene, phrase) is None, phrase

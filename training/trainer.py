@@ -255,7 +255,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     if cfg.prompt_pretrain is not None:  # stage 0: SAM2 learns to follow prompts before the LLM talks to it
         teacher = prompt_pretrain_stage(cfg, model, out_dir, rank, resuming=resume is not None, progress=progress)
         stage0 = cfg.prompt_pretrain_config()
-        distill, distill_kinds = stage0.distill_weight, stage0.distill_kinds
+        distill, distill_kinds, distill_onto = stage0.distill_weight, stage0.distill_kinds, stage0.distill_onto
         if distill and teacher is None:
             raise MissingWeightsError(f"prompt_pretrain.distill_weight needs stage 0's descriptions, "
                                       f"{out_dir / PROMPT_PRETRAIN_FILE} has none beside it ({ATTRIBUTE_PROMPTS_FILE}): "
@@ -301,7 +301,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
             first = (step * o.grad_accum + micro) * o.batch_size
             samples = [mixture[first + j] for j in range(o.batch_size)]
             if distill:
-                attach_prompt_targets(teacher, samples, distill_kinds)
+                attach_prompt_targets(teacher, samples, distill_kinds, distill_onto)
             batch = to_device(model.processor(samples), device)
             with autocast:
                 out = (engine or model)(batch)

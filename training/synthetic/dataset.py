@@ -12,7 +12,7 @@ from vglamm.errors import ConfigError
 from vglamm.sample import GroundedSample
 
 from .generate import clip_seed, make_clip
-from .language import referred_name
+from .language import ATTRIBUTES, referred_name, stated_attributes
 from .world import WorldConfig
 
 ANSWER_STYLES = ("plain", "phrase", "name", "short_name")
@@ -69,10 +69,11 @@ class SyntheticDataset(GroundedDataset):
             conversation = [{"role": "user", "content": pick(GCG_QUESTIONS, trng)},
                             {"role": "assistant", "content": clip.caption.grounded()}]
             meta = {"task": "gcg", "obj_ids": [o for (o,) in groups]}
+            stated = [stated_attributes(p) for p in clip.caption.phrases]
         else:
             chosen = self._pick_expressions(clip.expressions, rng)
             groups = [tuple(e.obj_ids) for e in chosen]
-            conversation = []
+            conversation, stated = [], []
             templates = REFER_ANSWERS if self.answers == "plain" else REFER_PHRASE_ANSWERS
             for e in chosen:
                 if self.answers == "name":
@@ -83,11 +84,17 @@ class SyntheticDataset(GroundedDataset):
                     said = e.text
                 conversation += [{"role": "user", "content": pick(REFER_VIDEO_QUESTIONS, trng).format(exp=e.text)},
                                  {"role": "assistant", "content": pick(templates, trng).format(exp=said)}]
+                # what the phrase says of its object: the expression's own colour / category / size when repeated
+                stated.append(None if self.answers == "plain" else
+                              {k: v for k, v in e.query.items() if k in ATTRIBUTES} if said == e.text else
+                              stated_attributes(said))
             meta = {"task": "refer", "kind": chosen[0].kind, "expression": chosen[0].text, "obj_ids": list(groups[0]),
                     "expressions": [(e.kind, e.text) for e in chosen]}
         # each [SEG]'s object (None for a group) and kind, for stage 0's descriptions as prompt targets (trainer)
         meta["seg_objects"] = [clip.scene.object(g[0]) if len(g) == 1 else None for g in groups]
         meta["seg_kinds"] = ["gcg"] * len(groups) if meta["task"] == "gcg" else [k for k, _ in meta["expressions"]]
+        # and the attributes its phrase states ("the car moving left": category; None: no phrase, or a group)
+        meta["seg_stated"] = [st if len(g) == 1 else None for st, g in zip(stated, groups)]
         # one mask track per [SEG]: the union of the objects an expression refers to
         masks = np.stack([np.any([clip.object_masks(o) for o in g], axis=0) for g in groups])  # (N, T, H, W)
         idx = select_frames(clip.scene.num_frames, self.sampling, masks.any(axis=(2, 3)),

@@ -21,6 +21,9 @@ _STILL = {"car": "is parked", "truck": "is parked", "ball": "lies still", "box":
 _DIR_WORDS = {"left": "to the left", "right": "to the right", "up": "upward", "down": "downward"}
 
 
+ATTRIBUTES = ("colour", "category", "size")  # what a name can state (stage 0 embeds each)
+
+
 def attributes(obj: SceneObject) -> dict:
     """The facts expressions may refer to."""
     return {"category": obj.category, "colour": obj.colour, "size": obj.size, "direction": obj.direction,
@@ -112,21 +115,31 @@ def referred_name(scene: Scene, obj_ids, query: dict | None = None) -> str:
     return " and ".join(short_name(scene, by_id[i], query) for i in obj_ids)
 
 
+def stated_attributes(phrase: str) -> dict | None:
+    """The attributes a name phrase states: ``the large red car`` -> size, colour and category; ``a red object``
+    -> colour. None if the phrase is not a name (no leading article, a word that is no attribute, one stated twice,
+    or nothing stated)."""
+    words = phrase.split()
+    if len(words) < 2 or words[0] not in ("the", "a", "an"):
+        return None
+    query: dict = {}
+    for i, w in enumerate(words[1:], 1):
+        key = ("size" if w in SIZE_SCALE else "colour" if w in PALETTE else "category" if w in CATEGORIES else
+               "object" if w == "object" and i == len(words) - 1 else None)  # "the red object": no category
+        if key is None or key in query or (key == "object" and "category" in query):
+            return None
+        query[key] = w
+    query.pop("object", None)
+    return query or None
+
+
 def named_objects(scene: Scene, phrase: str) -> list[int] | None:
-    """The ids a name answer's phrase picks out ("the large red car and the blue ball"): each ``the ...`` part must
-    be words of size, colour and category that match exactly one object; None if any part does not."""
+    """The ids a name answer's phrase picks out ("the large red car and the blue ball", "the red object"): each
+    ``the ...`` part must state attributes (``stated_attributes``) that match exactly one object; None if any part
+    does not."""
     ids = []
     for part in phrase.strip().split(" and "):
-        words = part.split()
-        if not words or words[0] != "the":
-            return None
-        query = {}
-        for w in words[1:]:
-            key = ("size" if w in SIZE_SCALE else "colour" if w in PALETTE else
-                   "category" if w in CATEGORIES else None)
-            if key is None or key in query:
-                return None
-            query[key] = w
+        query = stated_attributes(part) if part.startswith("the ") else None
         found = matching(scene, query) if query else []
         if len(found) != 1:
             return None

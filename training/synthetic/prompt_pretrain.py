@@ -32,7 +32,7 @@ from vglamm.evaluation.vos import region_similarity
 from vglamm.modeling.losses import mask_losses
 
 from .generate import clip_seed, make_clip
-from .language import matching
+from .language import ATTRIBUTES, matching
 from .world import CATEGORIES, PALETTE, SceneObject, WorldConfig
 
 __all__ = ["AttributePrompts", "PromptPretrainConfig", "attach_prompt_targets", "pretrain_pixel_decoder"]
@@ -62,6 +62,9 @@ class PromptPretrainConfig:
     distill_weight: float = 0.0
     # the [SEG]s distilled, by what they answer: "gcg" captions, "attribute" or "motion" referring expressions
     distill_kinds: tuple[str, ...] = ("gcg", "attribute", "motion")
+    # what the target describes: "full" the object's colour + category + size; "stated" only what the answer's phrase
+    # before the [SEG] states ("the red object": colour), for a stage 0 trained on partial descriptions
+    distill_onto: str = "full"
 
     def validate(self) -> None:
         if self.steps < 1 or self.clips_per_step < 1 or self.frames < 1:
@@ -72,13 +75,14 @@ class PromptPretrainConfig:
             raise ConfigError(f"prompt_pretrain.descriptions must be 'full' or 'partial', got {self.descriptions!r}")
         if self.distill_weight < 0:
             raise ConfigError(f"prompt_pretrain.distill_weight must be >= 0, got {self.distill_weight}")
+        if self.distill_onto not in ("full", "stated"):
+            raise ConfigError(f"prompt_pretrain.distill_onto must be 'full' or 'stated', got {self.distill_onto!r}")
         if not set(self.distill_kinds) <= set(SEG_KINDS):
             raise ConfigError(f"prompt_pretrain.distill_kinds must be among {SEG_KINDS}, got {self.distill_kinds}")
         if self.frames > WorldConfig(**self.world).num_frames:
             raise ConfigError(f"prompt_pretrain.frames={self.frames} exceeds the world's num_frames")
 
 
-ATTRIBUTES = ("colour", "category", "size")
 SEG_KINDS = ("gcg", "attribute", "motion")
 
 
@@ -110,18 +114,23 @@ class AttributePrompts(nn.Module):
 
 
 @torch.no_grad()
-def attach_prompt_targets(prompts: AttributePrompts, samples, kinds: Sequence[str] = SEG_KINDS) -> None:
-    """Set ``meta["prompt_targets"]`` of each synthetic sample: one row per ``[SEG]``, the full description of its
-    object (``meta["seg_objects"]``); NaN (unsupervised) for a group of objects or a ``[SEG]`` whose kind
-    (``meta["seg_kinds"]``) is not in ``kinds``. Samples without ``seg_objects`` are left alone."""
+def attach_prompt_targets(prompts: AttributePrompts, samples, kinds: Sequence[str] = SEG_KINDS,
+                          onto: str = "full") -> None:
+    """Set ``meta["prompt_targets"]`` of each synthetic sample: one row per ``[SEG]``, the description of its object
+    (``meta["seg_objects"]``): the full one, or (``onto="stated"``) of the attributes its phrase states
+    (``meta["seg_stated"]``). NaN (unsupervised) for a group of objects, a phrase that is no name, or a ``[SEG]``
+    whose kind (``meta["seg_kinds"]``) is not in ``kinds``. Samples without ``seg_objects`` are left alone."""
     for s in samples:
         objects = s.meta.get("seg_objects")
         if objects is None:
             continue
+        keep = ([ATTRIBUTES] * len(objects) if onto == "full" else
+                [tuple(a for a in ATTRIBUTES if a in (stated or {})) for stated in s.meta["seg_stated"]])
         rows = np.full((len(objects), prompts.colour.embedding_dim), np.nan, np.float32)
-        known = [i for i, (o, k) in enumerate(zip(objects, s.meta["seg_kinds"])) if o is not None and k in kinds]
+        known = [i for i, (o, k) in enumerate(zip(objects, s.meta["seg_kinds"])) if o is not None and k in kinds
+                 and keep[i]]
         if known:
-            rows[known] = prompts([objects[i] for i in known]).float().cpu().numpy()
+            rows[known] = prompts([objects[i] for i in known], [keep[i] for i in known]).float().cpu().numpy()
         s.meta["prompt_targets"] = rows
 
 
