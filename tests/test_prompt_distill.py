@@ -78,19 +78,18 @@ def test_stated_targets_describe_what_the_phrase_says():
     samples = [data[i] for i in range(8)]
     prompts = AttributePrompts(8)
     attach_prompt_targets(prompts, samples, onto="stated")
-    seen = {"partial": 0, "nothing": 0, "gcg": 0}
+    seen = {"partial": 0, "full": 0, "gcg": 0}
     for s in samples:
-        for kind, obj, stated, row in zip(s.meta["seg_kinds"], s.meta["seg_objects"], s.meta["seg_stated"],
-                                          s.meta["prompt_targets"]):
-            keys = tuple(a for a in ("colour", "category", "size") if a in stated)
-            if not keys:  # "the object that stops" states nothing: unsupervised
-                seen["nothing"] += 1
-                assert np.isnan(row).all()
-                continue
-            seen["partial"] += len(keys) < 3
+        for kind, obj, said, row in zip(s.meta["seg_kinds"], s.meta["seg_objects"], s.meta["seg_described"],
+                                        s.meta["prompt_targets"]):
+            keys = tuple(a for a in ("colour", "category", "size") if a in said)
+            seen["partial" if len(keys) < 3 else "full"] += 1
             seen["gcg"] += kind == "gcg"
             np.testing.assert_allclose(row, prompts([obj], [keys])[0].detach().numpy(), rtol=1e-6)
     assert all(seen.values()), seen  # e.g. "the red object", "a red car": not every target is a full description
+    plain = SyntheticDataset(2, seed=4, config=data.config, p_gcg=0.0, exprs_per_sample=2, answers="plain")[0]
+    attach_prompt_targets(prompts, [plain], onto="stated")
+    assert np.isnan(plain.meta["prompt_targets"]).all()  # "It is [SEG]." says nothing of the object
     full = [data[i] for i in range(8)]
     attach_prompt_targets(prompts, full, onto="full")
     assert any(not np.allclose(a.meta["prompt_targets"], b.meta["prompt_targets"], equal_nan=True)

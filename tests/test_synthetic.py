@@ -330,20 +330,28 @@ def test_answer_styles_repeat_the_expression_or_name_the_object():
             sized = f"the {o.size} {o.colour} {o.category}"
             assert name == (sized if "size" in e.query or needs_size else f"the {o.colour} {o.category}")
             assert all(w in name.split() for w in text.split() if w in (o.size, o.colour, o.category))
-    # each [SEG]'s stated attributes: what its phrase says of the object (the expression's own words when repeated)
-    for i in range(3):
+    # each [SEG]'s description: what its phrase states (the expression's own words when repeated) when that singles
+    # the object out, else its full description
+    full = 0
+    for i in range(4):
         s, clip = phrase[i], make_clip(phrase._records[i].seed, phrase.config)
         by_text = {e.text: e for e in clip.expressions}
         for k, (_, text) in enumerate(s.meta["expressions"]):
-            query = by_text[text].query
-            assert s.meta["seg_stated"][k] == {a: query[a] for a in ("colour", "category", "size") if a in query}
+            e = by_text[text]
+            o = clip.scene.object(e.obj_ids[0])
+            stated = {a: e.query[a] for a in ("colour", "category", "size") if a in e.query}
+            alone = bool(stated) and matching(clip.scene, stated) == [o.obj_id]
+            full += not alone
+            assert s.meta["seg_described"][k] == (stated if alone else
+                                                  {"colour": o.colour, "category": o.category, "size": o.size})
         s = named[i]
-        assert s.meta["seg_stated"] == [stated_attributes(seg_phrases(s.conversation[2 * k + 1]["content"])[0])
-                                        for k in range(len(s.masks))]
-        assert all(len(stated) == 3 for stated in s.meta["seg_stated"])
+        assert s.meta["seg_described"] == [stated_attributes(seg_phrases(s.conversation[2 * k + 1]["content"])[0])
+                                           for k in range(len(s.masks))]
+        assert all(len(said) == 3 for said in s.meta["seg_described"])
+    assert full > 0  # some motion expressions ("the object that stops") state no name
     plain = SyntheticDataset(4, seed=3, split="valid", p_gcg=0.0)[0]
     assert "<p>" not in plain.conversation[1]["content"] and "[SEG]" in plain.conversation[1]["content"]
-    assert plain.meta["seg_stated"] == [None] * len(plain.masks)
+    assert plain.meta["seg_described"] == [None] * len(plain.masks)
     with pytest.raises(ConfigError, match="answers"):
         SyntheticDataset(2, answers="shout")
 

@@ -12,7 +12,7 @@ from vglamm.errors import ConfigError
 from vglamm.sample import GroundedSample
 
 from .generate import clip_seed, make_clip
-from .language import ATTRIBUTES, referred_name, stated_attributes
+from .language import ATTRIBUTES, matching, referred_name, stated_attributes
 from .world import WorldConfig
 
 ANSWER_STYLES = ("plain", "phrase", "name", "short_name")
@@ -93,8 +93,12 @@ class SyntheticDataset(GroundedDataset):
         # each [SEG]'s object (None for a group) and kind, for stage 0's descriptions as prompt targets (trainer)
         meta["seg_objects"] = [clip.scene.object(g[0]) if len(g) == 1 else None for g in groups]
         meta["seg_kinds"] = ["gcg"] * len(groups) if meta["task"] == "gcg" else [k for k, _ in meta["expressions"]]
-        # and the attributes its phrase states ("the car moving left": category; None: no phrase, or a group)
-        meta["seg_stated"] = [st if len(g) == 1 else None for st, g in zip(stated, groups)]
+        # and how to describe it: the attributes its phrase states when they single it out ("the red object"), else
+        # all of them ("the car moving left" beside another car); None without a phrase, or for a group
+        meta["seg_described"] = [None if st is None or len(g) != 1 else
+                                 st if st and matching(clip.scene, st) == [g[0]] else
+                                 {a: getattr(clip.scene.object(g[0]), a) for a in ATTRIBUTES}
+                                 for st, g in zip(stated, groups)]
         # one mask track per [SEG]: the union of the objects an expression refers to
         masks = np.stack([np.any([clip.object_masks(o) for o in g], axis=0) for g in groups])  # (N, T, H, W)
         idx = select_frames(clip.scene.num_frames, self.sampling, masks.any(axis=(2, 3)),

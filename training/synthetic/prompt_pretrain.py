@@ -62,8 +62,9 @@ class PromptPretrainConfig:
     distill_weight: float = 0.0
     # the [SEG]s distilled, by what they answer: "gcg" captions, "attribute" or "motion" referring expressions
     distill_kinds: tuple[str, ...] = ("gcg", "attribute", "motion")
-    # what the target describes: "full" the object's colour + category + size; "stated" only what the answer's phrase
-    # before the [SEG] states ("the red object": colour), for a stage 0 trained on partial descriptions
+    # what the target describes: "full" the object's colour + category + size; "stated" the attributes the [SEG]'s
+    # phrase states when they single the object out ("the red object": colour), else the full description (e.g.
+    # "the car moving left" beside another car), for a stage 0 trained on partial descriptions
     distill_onto: str = "full"
 
     def validate(self) -> None:
@@ -117,15 +118,15 @@ class AttributePrompts(nn.Module):
 def attach_prompt_targets(prompts: AttributePrompts, samples, kinds: Sequence[str] = SEG_KINDS,
                           onto: str = "full") -> None:
     """Set ``meta["prompt_targets"]`` of each synthetic sample: one row per ``[SEG]``, the description of its object
-    (``meta["seg_objects"]``): the full one, or (``onto="stated"``) of the attributes its phrase states
-    (``meta["seg_stated"]``). NaN (unsupervised) for a group of objects, a phrase that is no name, or a ``[SEG]``
-    whose kind (``meta["seg_kinds"]``) is not in ``kinds``. Samples without ``seg_objects`` are left alone."""
+    (``meta["seg_objects"]``): the full one, or (``onto="stated"``) that of ``meta["seg_described"]``, what its
+    phrase says of it. NaN (unsupervised) for a group of objects, a [SEG] without a phrase, or one whose kind
+    (``meta["seg_kinds"]``) is not in ``kinds``. Samples without ``seg_objects`` are left alone."""
     for s in samples:
         objects = s.meta.get("seg_objects")
         if objects is None:
             continue
         keep = ([ATTRIBUTES] * len(objects) if onto == "full" else
-                [tuple(a for a in ATTRIBUTES if a in (stated or {})) for stated in s.meta["seg_stated"]])
+                [tuple(a for a in ATTRIBUTES if a in (said or {})) for said in s.meta["seg_described"]])
         rows = np.full((len(objects), prompts.colour.embedding_dim), np.nan, np.float32)
         known = [i for i, (o, k) in enumerate(zip(objects, s.meta["seg_kinds"])) if o is not None and k in kinds
                  and keep[i]]
