@@ -75,6 +75,25 @@ def test_pretraining_is_deterministic_and_trains_the_decoder():
     assert any("sam_mask_decoder" in k for k in changed) and any("image_encoder" in k for k in changed)
 
 
+def test_refine_phase_continues_the_same_decoder_and_descriptions():
+    # one run with a refine phase == the first phase, then a second call with the refined settings on its result
+    cfg = small(steps=2, refine={"steps": 2, "lr": "5e-4", "descriptions": "partial", "seed": 1})
+    assert cfg.refined() == small(steps=2, lr=5e-4, descriptions="partial", seed=1)
+    a, pa = decoder(), AttributePrompts(decoder().cfg.prompt_dim)
+    b, pb = decoder(), AttributePrompts(decoder().cfg.prompt_dim)
+    pb.load_state_dict(pa.state_dict())
+    history = pretrain_pixel_decoder(a, cfg, progress=False, prompts=pa)
+    pretrain_pixel_decoder(b, small(steps=2), progress=False, prompts=pb)
+    pretrain_pixel_decoder(b, cfg.refined(), progress=False, prompts=pb)
+    assert [r["step"] for r in history] == [1, 2, 3, 4]
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(v, b.state_dict()[k], msg=k)
+    torch.testing.assert_close(pa.colour.weight, pb.colour.weight)
+    for bad in ({"stepz": 1}, {"descriptions": "some"}, {"refine": {"steps": 1}}, [1]):
+        with pytest.raises(ConfigError):
+            small(refine=bad).validate()
+
+
 def test_pretraining_lowers_the_mask_loss():
     history = pretrain_pixel_decoder(decoder(), small(steps=120, lr=2e-3, log_every=40), progress=False)
     first, last = history[0]["loss"], history[-1]["loss"]

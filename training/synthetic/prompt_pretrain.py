@@ -16,6 +16,7 @@ The trainer runs this before its first stage when a recipe has a ``prompt_pretra
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -66,6 +67,9 @@ class PromptPretrainConfig:
     # phrase states when they single the object out ("the red object": colour), else the full description (e.g.
     # "the car moving left" beside another car), for a stage 0 trained on partial descriptions
     distill_onto: str = "full"
+    # a second phase run after this one on the same SAM2 and descriptions (fresh optimiser and schedule), with these
+    # keys changed, e.g. {steps: 4000, lr: 5.0e-4, descriptions: partial, seed: 1} to refine full descriptions
+    refine: dict | None = None
 
     def validate(self) -> None:
         if self.steps < 1 or self.clips_per_step < 1 or self.frames < 1:
@@ -82,6 +86,16 @@ class PromptPretrainConfig:
             raise ConfigError(f"prompt_pretrain.distill_kinds must be among {SEG_KINDS}, got {self.distill_kinds}")
         if self.frames > WorldConfig(**self.world).num_frames:
             raise ConfigError(f"prompt_pretrain.frames={self.frames} exceeds the world's num_frames")
+        if self.refine is not None:
+            self.refined().validate()
+
+    def refined(self) -> "PromptPretrainConfig":
+        """The settings of the ``refine`` phase: these with its keys changed."""
+        from training.recipe import _typed
+
+        if not isinstance(self.refine, dict) or "refine" in self.refine:
+            raise ConfigError(f"prompt_pretrain.refine must be a mapping of settings (one phase), got {self.refine!r}")
+        return dataclasses.replace(self, refine=None, **_typed(PromptPretrainConfig, self.refine))
 
 
 SEG_KINDS = ("gcg", "attribute", "motion")
@@ -147,9 +161,9 @@ def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = 
 
     ``prompts``: the attribute embeddings to train alongside (in place; new ones when None), e.g. to keep them.
 
-    Returns the log: one row per ``log_every`` steps with the mean loss and the mean IoU of the masks the
-    decoder predicted at those steps (every object and frame, at mask resolution; an empty prediction of an
-    absent object counts 1). Deterministic given ``cfg.seed`` and ``cfg.world_seed``.
+    Runs ``cfg.refine`` after ``cfg`` when set. Returns the log: one row per ``log_every`` steps with the mean loss
+    and the mean IoU of the masks the decoder predicted at those steps (every object and frame, at mask resolution;
+    an empty prediction of an absent object counts 1). Deterministic given ``cfg.seed`` and ``cfg.world_seed``.
     """
     cfg.validate()
     device = decoder.pixel_mean.device
@@ -197,5 +211,9 @@ def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = 
             history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", iou=f"{row['iou']:.3f}")
             losses, ious = [], []
+    if cfg.refine is not None:  # the second phase continues the log
+        more = pretrain_pixel_decoder(decoder, cfg.refined(), progress, prompts)
+        history += [{**r, "step": r["step"] + cfg.steps, "seconds": r["seconds"] + history[-1]["seconds"]}
+                    for r in more]
     return history
 
