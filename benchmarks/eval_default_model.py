@@ -106,7 +106,6 @@ def evaluate_stage0(decoder, prompts, num_videos: int, *, seed: int = 0, split: 
     import torch.nn.functional as F
 
     from training.synthetic.generate import clip_seed, make_clip
-    from training.synthetic.language import ATTRIBUTES
     from training.synthetic.world import WorldConfig
     from vglamm.evaluation import boundary_f, region_similarity
 
@@ -123,8 +122,7 @@ def evaluate_stage0(decoder, prompts, num_videos: int, *, seed: int = 0, split: 
         for e in clip.expressions:
             referred = [objects[o] for o in e.obj_ids]
             if descriptions == "stated":
-                stated = tuple(a for a in ATTRIBUTES if a in e.query)
-                prompt = prompts(referred, [stated] * len(referred)).sum(0, keepdim=True)
+                prompt = prompts(referred, [tuple(e.stated)] * len(referred)).sum(0, keepdim=True)
             else:
                 prompt = prompts(referred).sum(0, keepdim=True)
             logits = decoder.decode(features, prompt, mode=mode)[0]  # (T, h, w) low-res

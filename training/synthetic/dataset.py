@@ -86,7 +86,7 @@ class SyntheticDataset(GroundedDataset):
                                  {"role": "assistant", "content": pick(templates, trng).format(exp=said)}]
                 # what the phrase says of its object: the expression's own colour / category / size when repeated
                 stated.append(None if self.answers == "plain" else
-                              {k: v for k, v in e.query.items() if k in ATTRIBUTES} if said == e.text else
+                              e.stated if said == e.text else
                               stated_attributes(said))
             meta = {"task": "refer", "kind": chosen[0].kind, "expression": chosen[0].text, "obj_ids": list(groups[0]),
                     "expressions": [(e.kind, e.text) for e in chosen]}

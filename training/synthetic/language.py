@@ -42,6 +42,11 @@ class Expression:
     kind: str  # "attribute" | "motion"
     query: dict = field(hash=False, compare=False, default_factory=dict)
 
+    @property
+    def stated(self) -> dict:
+        """The colour, category and size the expression states ("the car moving left": category)."""
+        return {k: self.query[k] for k in ATTRIBUTES if k in self.query}
+
 
 def _attribute_candidates(o: SceneObject) -> list[tuple[str, dict]]:
     c, col, s = o.category, o.colour, o.size
@@ -120,17 +125,18 @@ def stated_attributes(phrase: str) -> dict | None:
     -> colour. None if the phrase is not a name (no leading article, a word that is no attribute, one stated twice,
     or nothing stated)."""
     words = phrase.split()
+    generic = words[-1:] == ["object"]  # "the red object": states no category
+    if generic:
+        words = words[:-1]
     if len(words) < 2 or words[0] not in ("the", "a", "an"):
         return None
     query: dict = {}
-    for i, w in enumerate(words[1:], 1):
-        key = ("size" if w in SIZE_SCALE else "colour" if w in PALETTE else "category" if w in CATEGORIES else
-               "object" if w == "object" and i == len(words) - 1 else None)  # "the red object": no category
-        if key is None or key in query or (key == "object" and "category" in query):
+    for w in words[1:]:
+        key = "size" if w in SIZE_SCALE else "colour" if w in PALETTE else "category" if w in CATEGORIES else None
+        if key is None or key in query:
             return None
         query[key] = w
-    query.pop("object", None)
-    return query or None
+    return None if generic and "category" in query else query
 
 
 def named_objects(scene: Scene, phrase: str) -> list[int] | None:
