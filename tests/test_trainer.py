@@ -149,6 +149,13 @@ def test_recipe_overrides_and_errors(tmp_path):
     path.write_text(yaml.safe_dump(recipe(tmp_path)))
     cfg = load_recipe(path, ["optim.lr=5e-5", "seed=9"])
     assert cfg.optim.lr == 5e-5 and cfg.seed == 9 and cfg.total_steps == 3
+    # model settings: dotted keys after model_overrides, as the recipe writes them; nested mappings work too
+    cfg = load_recipe(path, ["model_overrides.adapters.video_pool=1",
+                             "model_overrides.language_model={use_lora: false}"])
+    assert cfg.model_overrides["adapters.video_pool"] == 1 and cfg.model_overrides["trainable"] == "all"
+    model = build_model(cfg)
+    assert model.cfg.adapters.video_pool == 1 and not model.cfg.language_model.use_lora
+    assert model.cfg.language_model.llm_config  # the rest of a nested section is left as it was
     with pytest.raises(ConfigError, match="unknown TrainConfig keys"):
         TrainConfig.from_dict({**recipe(tmp_path), "lerning_rate": 1})
     with pytest.raises(ConfigError, match="lr must be a float"):

@@ -157,6 +157,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> TrainCo
             raise ConfigError(f"override {item!r} is not key=value")
         node = d
         *parents, leaf = key.split(".")
+        if parents and parents[0] == "model_overrides":  # its keys are dotted model settings themselves
+            parents, leaf = parents[:1], key.partition(".")[2]
         try:
             for p in parents:  # list items by index: stages.0.datasets.1.rate=2
                 node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})

@@ -53,14 +53,19 @@ def apply_overrides(config, overrides: dict):
     """Set dotted keys (``"language_model.lora_r": 16``) on a nested dataclass config, checking each key exists."""
     import dataclasses
 
-    for key, value in (overrides or {}).items():
+    pending = list((overrides or {}).items())
+    while pending:
+        key, value = pending.pop(0)
         node = config
         *parents, leaf = key.split(".")
         for p in parents:
             node = getattr(node, p, None)
         if not dataclasses.is_dataclass(node) or leaf not in {f.name for f in dataclasses.fields(node)}:
             raise ConfigError(f"model override {key!r} names no setting of the model config")
-        setattr(node, leaf, value)
+        if isinstance(value, dict) and dataclasses.is_dataclass(getattr(node, leaf)):  # {adapters: {video_pool: 8}}
+            pending += [(f"{key}.{k}", v) for k, v in value.items()]
+        else:
+            setattr(node, leaf, value)
     config.validate()
     return config
 
