@@ -1,6 +1,7 @@
 """Stage 0's descriptions as targets for the [SEG] prompts of later stages (``prompt_pretrain.distill_weight``)."""
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from tests.test_prompt_pretrain import SMALL_WORLD
 from tests.test_trainer import recipe
 from training.recipe import TrainConfig
 from training.synthetic import WorldConfig, make_clip
+from training.synthetic.generate import clip_seed
 from training.synthetic.dataset import SyntheticDataset
 from training.synthetic.prompt_pretrain import AttributePrompts, PromptPretrainConfig, attach_prompt_targets
 from vglamm.errors import ConfigError, DataFormatError, MissingWeightsError
@@ -142,14 +144,15 @@ def test_forward_reports_the_prompt_loss_apart_and_it_reaches_only_the_prompt_pa
     model.zero_grad(set_to_none=True)
 
 
-def stage0_recipe(tmp_path, **extra):
+def stage0_recipe(tmp_path, stage0_extra=None, **extra):
     stage0 = {"steps": 2, "clips_per_step": 1, "frames": 2, "mode": "framewise", "world": SMALL_WORLD,
-              "log_every": 1, "distill_weight": 0.5}
+              "log_every": 1, "distill_weight": 0.5, **(stage0_extra or {})}
     return TrainConfig.from_dict(recipe(tmp_path, steps=2, prompt_pretrain=stage0, log_every=1, **extra))
 
 
-def test_trainer_adds_the_weighted_prompt_loss(tmp_path):
-    cfg = stage0_recipe(tmp_path)
+@pytest.mark.parametrize("rehearse", [0.0, 2.0])
+def test_trainer_adds_the_weighted_prompt_and_rehearsal_losses(tmp_path, rehearse):
+    cfg = stage0_recipe(tmp_path, {"rehearse_weight": rehearse})
     model = trainer.train(cfg, progress=False)
     with (tmp_path / "log.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -159,7 +162,33 @@ def test_trainer_adds_the_weighted_prompt_loss(tmp_path):
         v = {k: float(r[k]) for k in ("loss", "ce_loss", "bce_loss", "dice_loss", "prompt_loss")}
         assert v["prompt_loss"] > 0
         paper = m.ce_weight * v["ce_loss"] + m.bce_weight * v["bce_loss"] + m.dice_weight * v["dice_loss"]
-        assert v["loss"] == pytest.approx(paper + 0.5 * v["prompt_loss"], rel=1e-3, abs=1e-4)
+        rehearsal = float(r["rehearse_loss"]) if rehearse else 0.0  # stage 0's own loss on one of its clips
+        assert (r["rehearse_loss"] != "") == bool(rehearse) and rehearsal >= 0
+        assert v["loss"] == pytest.approx(paper + 0.5 * v["prompt_loss"] + rehearse * rehearsal, rel=1e-3, abs=1e-4)
+
+
+def test_rehearsal_is_stage_zeros_loss_and_reaches_sam2_only(tmp_path):
+    from training.synthetic.prompt_pretrain import description_loss, pretrain_pixel_decoder
+
+    cfg = stage0_recipe(tmp_path).prompt_pretrain_config()
+    torch.manual_seed(0)
+    model = VideoGLaMM.from_config(VideoGLaMMConfig.tiny())
+    prompts = AttributePrompts(model.cfg.pixel_decoder.prompt_dim).requires_grad_(False)
+    loss, logits, target = description_loss(model.pixel_decoder, prompts, cfg, 7, np.random.default_rng(3))
+    again, _, _ = description_loss(model.pixel_decoder, prompts, cfg, 7, np.random.default_rng(3))
+    assert loss.item() == again.item() > 0 and logits.shape == target.shape  # one seeded clip, all its objects
+    clip = make_clip(clip_seed(0, "train", 7), WorldConfig(**SMALL_WORLD))
+    assert target.shape[:2] == (len(clip.scene.objects), cfg.frames)
+    loss.backward()
+    grads = {n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None}
+    assert grads == {"pixel_decoder"}
+    # stage 0 itself is this loss, averaged over its clips: its first step (clip 0, frames drawn from its seed) logs it
+    first, _, _ = description_loss(model.pixel_decoder.train(), prompts, cfg, 0, np.random.default_rng(3))
+    history = pretrain_pixel_decoder(model.pixel_decoder, dataclasses.replace(cfg, steps=1, seed=3), progress=False,
+                                     prompts=prompts)
+    assert history[0]["loss"] == pytest.approx(first.item(), rel=1e-5)
+    with pytest.raises(ConfigError, match="rehearse_weight"):
+        PromptPretrainConfig(rehearse_weight=-1.0).validate()
 
 
 def test_distilling_needs_stage_zero_descriptions(tmp_path):

@@ -256,16 +256,17 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     # 1. Model and data.
     seed_everything(cfg.seed)  # model initialisation is identical on every rank and every resume
     model = build_model(cfg).to(device)
-    teacher, distill = None, 0.0
+    teacher, distill, rehearse = None, 0.0, 0.0
     if cfg.prompt_pretrain is not None:  # stage 0: SAM2 learns to follow prompts before the LLM talks to it
         teacher = prompt_pretrain_stage(cfg, model, out_dir, rank, resuming=resume is not None, progress=progress)
         stage0 = cfg.prompt_pretrain_config()
         distill, distill_kinds, distill_onto = stage0.distill_weight, stage0.distill_kinds, stage0.distill_onto
-        if distill and teacher is None:
-            raise MissingWeightsError(f"prompt_pretrain.distill_weight needs stage 0's descriptions, "
-                                      f"{out_dir / PROMPT_PRETRAIN_FILE} has none beside it ({ATTRIBUTE_PROMPTS_FILE}): "
-                                      "run stage 0 again in a fresh out_dir")
-        from training.synthetic.prompt_pretrain import attach_prompt_targets
+        rehearse = stage0.rehearse_weight
+        if (distill or rehearse) and teacher is None:
+            raise MissingWeightsError(f"prompt_pretrain.distill_weight and rehearse_weight need stage 0's "
+                                      f"descriptions, {out_dir / PROMPT_PRETRAIN_FILE} has none beside it "
+                                      f"({ATTRIBUTE_PROMPTS_FILE}): run stage 0 again in a fresh out_dir")
+        from training.synthetic.prompt_pretrain import attach_prompt_targets, description_loss
     stage_data = build_stage_data(cfg, rank)
 
     # 2. Optimiser over the trainable parameters only (frozen ones get no state), and the schedule.
@@ -310,9 +311,14 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
             batch = to_device(model.processor(samples), device)
             with autocast:
                 out = (engine or model)(batch)
+            parts = {k: getattr(out, k) for k in ("ce_loss", "bce_loss", "dice_loss", "prompt_loss")}
             loss = out.loss + distill * out.prompt_loss if out.prompt_loss is not None else out.loss
-            for k in ("loss", "ce_loss", "bce_loss", "dice_loss", "prompt_loss"):
-                v = loss if k == "loss" else getattr(out, k, None)
+            if rehearse:  # one stage-0 clip per micro-batch, its own seeded frames and descriptions
+                index = (step * o.grad_accum + micro) * world + rank
+                parts["rehearse_loss"], _, _ = description_loss(model.pixel_decoder, teacher, stage0, index,
+                                                                np.random.default_rng([cfg.seed, index]))
+                loss = loss + rehearse * parts["rehearse_loss"]
+            for k, v in {"loss": loss, **parts}.items():
                 if v is not None:
                     totals[k] = totals.get(k, 0.0) + float(v.detach()) / o.grad_accum
             if engine is not None:
@@ -383,7 +389,7 @@ def _free_port() -> int:
 class _LossLog:
     """CSV loss log; on resume, rows past the resumed step are dropped so the log matches the weights."""
 
-    FIELDS = ["step", "loss", "ce_loss", "bce_loss", "dice_loss", "prompt_loss", "lr", "seconds"]
+    FIELDS = ["step", "loss", "ce_loss", "bce_loss", "dice_loss", "prompt_loss", "rehearse_loss", "lr", "seconds"]
 
     def __init__(self, path: Path, start: int):
         self.path = path

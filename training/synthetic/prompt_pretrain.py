@@ -36,7 +36,8 @@ from .generate import clip_seed, make_clip
 from .language import ATTRIBUTES, matching
 from .world import CATEGORIES, PALETTE, SceneObject, WorldConfig
 
-__all__ = ["AttributePrompts", "PromptPretrainConfig", "attach_prompt_targets", "pretrain_pixel_decoder"]
+__all__ = ["AttributePrompts", "PromptPretrainConfig", "attach_prompt_targets", "description_loss",
+           "pretrain_pixel_decoder"]
 
 
 @dataclass
@@ -67,6 +68,9 @@ class PromptPretrainConfig:
     # phrase states when they single the object out ("the red object": colour), else the full description (e.g.
     # "the car moving left" beside another car), for a stage 0 trained on partial descriptions
     distill_onto: str = "full"
+    # Later stages: weight of this stage's own loss on one training clip per micro-batch (its descriptions frozen),
+    # added to each step, so SAM2 keeps following descriptions while it adapts to the LLM's prompts. 0: off.
+    rehearse_weight: float = 0.0
     # a second phase run after this one on the same SAM2 and descriptions (fresh optimiser and schedule), with these
     # keys changed, e.g. {steps: 4000, lr: 5.0e-4, descriptions: partial, seed: 1} to refine full descriptions
     refine: dict | None = None
@@ -78,8 +82,9 @@ class PromptPretrainConfig:
             raise ConfigError(f"prompt_pretrain.mode must be 'temporal' or 'framewise', got {self.mode!r}")
         if self.descriptions not in ("full", "partial"):
             raise ConfigError(f"prompt_pretrain.descriptions must be 'full' or 'partial', got {self.descriptions!r}")
-        if self.distill_weight < 0:
-            raise ConfigError(f"prompt_pretrain.distill_weight must be >= 0, got {self.distill_weight}")
+        if self.distill_weight < 0 or self.rehearse_weight < 0:
+            raise ConfigError(f"prompt_pretrain.distill_weight and rehearse_weight must be >= 0, got "
+                              f"{self.distill_weight} and {self.rehearse_weight}")
         if self.distill_onto not in ("full", "stated"):
             raise ConfigError(f"prompt_pretrain.distill_onto must be 'full' or 'stated', got {self.distill_onto!r}")
         if not set(self.distill_kinds) <= set(SEG_KINDS):
@@ -155,6 +160,28 @@ def unique_descriptions(scene, obj: SceneObject) -> list[tuple[str, ...]]:
     return [keys for keys in subsets if matching(scene, {k: getattr(obj, k) for k in keys}) == [obj.obj_id]]
 
 
+def description_loss(decoder, prompts: AttributePrompts, cfg: PromptPretrainConfig, index: int,
+                     rng: np.random.Generator):
+    """Stage 0's loss on training clip ``index`` of ``cfg``'s world: SAM2 segmenting each of its objects from its
+    description (``cfg.frames`` random frames, ``cfg.descriptions``). -> (loss, low-res logits (N,T,h,w) at the
+    masks' size, target masks (N,T,h,w))."""
+    device = decoder.pixel_mean.device
+    world = WorldConfig(**cfg.world)
+    clip = make_clip(clip_seed(cfg.world_seed, "train", index), world)
+    idx = np.sort(rng.choice(world.num_frames, cfg.frames, replace=False))
+    objects = clip.scene.objects
+    target = torch.as_tensor(np.stack([clip.object_masks(o.obj_id)[idx] for o in objects]), device=device)
+    feats = decoder.encode_frames(decoder.preprocess(clip.frames[idx]))
+    keep = None
+    if cfg.descriptions == "partial":
+        options = [unique_descriptions(clip.scene, o) for o in objects]
+        keep = [opts[rng.integers(len(opts))] for opts in options]
+    logits = decoder.decode(feats, prompts(objects, keep), mode=cfg.mode)
+    logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    bce, dice = mask_losses([logits], [target.float()])
+    return cfg.bce_weight * bce + cfg.dice_weight * dice, logits, target
+
+
 def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = True,
                            prompts: AttributePrompts | None = None) -> list[dict]:
     """Train ``decoder`` (a SAM2PixelDecoder, in place) to segment attribute-prompted objects.
@@ -167,7 +194,6 @@ def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = 
     """
     cfg.validate()
     device = decoder.pixel_mean.device
-    world = WorldConfig(**cfg.world)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     prompts = (prompts or AttributePrompts(decoder.cfg.prompt_dim)).to(device)
@@ -184,23 +210,11 @@ def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = 
             group["lr"] = cfg.lr * warmup_linear_decay(step, cfg.steps, warmup, cfg.min_lr_ratio)
         step_loss = 0.0
         for c in range(cfg.clips_per_step):
-            clip = make_clip(clip_seed(cfg.world_seed, "train", step * cfg.clips_per_step + c), world)
-            idx = np.sort(rng.choice(world.num_frames, cfg.frames, replace=False))
-            objects = clip.scene.objects
-            target = torch.as_tensor(np.stack([clip.object_masks(o.obj_id)[idx] for o in objects]), device=device)
-            feats = decoder.encode_frames(decoder.preprocess(clip.frames[idx]))
-            keep = None
-            if cfg.descriptions == "partial":
-                options = [unique_descriptions(clip.scene, o) for o in objects]
-                keep = [opts[rng.integers(len(opts))] for opts in options]
-            logits = decoder.decode(feats, prompts(objects, keep), mode=cfg.mode)
-            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-            bce, dice = mask_losses([logits], [target.float()])
-            loss = (cfg.bce_weight * bce + cfg.dice_weight * dice) / cfg.clips_per_step
-            loss.backward()
-            step_loss += loss.item()
+            loss, logits, target = description_loss(decoder, prompts, cfg, step * cfg.clips_per_step + c, rng)
+            (loss / cfg.clips_per_step).backward()
+            step_loss += loss.item() / cfg.clips_per_step
             pred, truth = (logits.detach() > 0).cpu().numpy(), target.bool().cpu().numpy()
-            ious += [j for n in range(len(objects)) for j in region_similarity(truth[n], pred[n])]
+            ious += [j for n in range(len(target)) for j in region_similarity(truth[n], pred[n])]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
