@@ -198,8 +198,10 @@ def latest_checkpoint(path: Path) -> Path:
     return found[-1]
 
 
-def save_checkpoint(out_dir: Path, step: int, model, optimizer, scheduler, engine, cfg: TrainConfig, rank: int):
-    """Write into a temporary folder and rename it: a crash mid-write leaves the previous checkpoint intact."""
+def save_checkpoint(out_dir: Path, step: int, model, optimizer, scheduler, engine, cfg: TrainConfig, rank: int,
+                    probe=None):
+    """Write into a temporary folder and rename it: a crash mid-write leaves the previous checkpoint intact.
+    ``probe``: training-only heads outside the model (a TokenProbe), saved beside it."""
     final = out_dir / f"{CHECKPOINT_PREFIX}{step}"
     tmp = out_dir / f".tmp-{CHECKPOINT_PREFIX}{step}"
     if rank == 0:
@@ -210,8 +212,8 @@ def save_checkpoint(out_dir: Path, step: int, model, optimizer, scheduler, engin
         engine.save_checkpoint(str(tmp), tag="state")
     elif rank == 0:
         trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-        torch.save({"model": trainable, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                   tmp / "state.pt")
+        torch.save({"model": trainable, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "probe": probe.state_dict() if probe is not None else None}, tmp / "state.pt")
     _barrier()
     if rank == 0:
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "recipe": cfg.to_dict()}, indent=2))
@@ -223,7 +225,7 @@ def save_checkpoint(out_dir: Path, step: int, model, optimizer, scheduler, engin
     return final
 
 
-def load_checkpoint(ckpt: Path, model, optimizer, scheduler, engine) -> int:
+def load_checkpoint(ckpt: Path, model, optimizer, scheduler, engine, probe=None) -> int:
     state = json.loads((ckpt / "trainer_state.json").read_text())
     if engine is not None:
         engine.load_checkpoint(str(ckpt), tag="state")
@@ -232,6 +234,11 @@ def load_checkpoint(ckpt: Path, model, optimizer, scheduler, engine) -> int:
         missing = model.load_state_dict(blob["model"], strict=False)
         if missing.unexpected_keys:
             raise MissingWeightsError(f"{ckpt} holds parameters this model lacks: {missing.unexpected_keys[:5]}")
+        if probe is not None:
+            if blob.get("probe") is None:
+                raise MissingWeightsError(f"{ckpt} has no token-probe heads but the recipe trains them "
+                                          "(prompt_pretrain.token_probe_weight): resume with the recipe it was saved by")
+            probe.load_state_dict(blob["probe"])
         optimizer.load_state_dict(blob["optimizer"])
         scheduler.load_state_dict(blob["scheduler"])
     return int(state["step"])
@@ -256,7 +263,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     # 1. Model and data.
     seed_everything(cfg.seed)  # model initialisation is identical on every rank and every resume
     model = build_model(cfg).to(device)
-    teacher, distill, rehearse = None, 0.0, 0.0
+    teacher, distill, rehearse, probe = None, 0.0, 0.0, None
     if cfg.prompt_pretrain is not None:  # stage 0: SAM2 learns to follow prompts before the LLM talks to it
         teacher = prompt_pretrain_stage(cfg, model, out_dir, rank, resuming=resume is not None, progress=progress)
         stage0 = cfg.prompt_pretrain_config()
@@ -267,10 +274,18 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
                                       f"descriptions, {out_dir / PROMPT_PRETRAIN_FILE} has none beside it "
                                       f"({ATTRIBUTE_PROMPTS_FILE}): run stage 0 again in a fresh out_dir")
         from training.synthetic.prompt_pretrain import attach_prompt_targets, description_loss
+        if stage0.token_probe_weight:  # linear heads on the visual tokens, trained alongside (kept in checkpoints)
+            from training.synthetic.token_probe import TokenProbe
+            if cfg.backend == "deepspeed":
+                raise ConfigError("prompt_pretrain.token_probe_weight trains heads outside the model, which the "
+                                  "deepspeed backend does not see: use backend: torch")
+            probe = TokenProbe(model.cfg.language_model.hidden_size).to(device)
+            a = model.cfg.adapters
+            probe_pool = a.video_pool if model.cfg.use_video_encoder else a.image_pool
     stage_data = build_stage_data(cfg, rank)
 
     # 2. Optimiser over the trainable parameters only (frozen ones get no state), and the schedule.
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad] + (list(probe.parameters()) if probe else [])
     if not params:
         raise ConfigError("the model has no trainable parameters: check `model_overrides` (trainable set)")
     o = cfg.optim
@@ -288,7 +303,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     start = 0
     if resume is not None:
         ckpt = latest_checkpoint(resume)
-        start = load_checkpoint(ckpt, model, optimizer, scheduler, engine)
+        start = load_checkpoint(ckpt, model, optimizer, scheduler, engine, probe)
         if rank == 0:
             print(f"resumed from {ckpt} at step {start}")
     log = _LossLog(out_dir / "log.csv", start) if rank == 0 else None
@@ -318,6 +333,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
                 parts["rehearse_loss"], _, _ = description_loss(model.pixel_decoder, teacher, stage0, index,
                                                                 np.random.default_rng([cfg.seed, index]))
                 loss = loss + rehearse * parts["rehearse_loss"]
+            if probe is not None:  # the last stream's tokens: per frame, a probe_pool x probe_pool grid
+                stream = out.visual_tokens[:, -model.cfg.num_frames * probe_pool ** 2:]
+                parts["probe_loss"] = probe.loss(stream, samples, probe_pool)
+                if parts["probe_loss"] is not None:
+                    loss = loss + stage0.token_probe_weight * parts["probe_loss"]
             for k, v in {"loss": loss, **parts}.items():
                 if v is not None:
                     totals[k] = totals.get(k, 0.0) + float(v.detach()) / o.grad_accum
@@ -338,7 +358,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
             log.write(done, totals, lr, time.perf_counter() - t0)
             bar.set_postfix(loss=f"{totals['loss']:.3f}")
         if done % cfg.save_every == 0 or done == end:
-            save_checkpoint(out_dir, done, model, optimizer, scheduler, engine, cfg, rank)
+            save_checkpoint(out_dir, done, model, optimizer, scheduler, engine, cfg, rank, probe)
 
     # 6. Export a `from_pretrained` directory with LoRA merged.
     if cfg.export_dir and rank == 0:
@@ -389,7 +409,8 @@ def _free_port() -> int:
 class _LossLog:
     """CSV loss log; on resume, rows past the resumed step are dropped so the log matches the weights."""
 
-    FIELDS = ["step", "loss", "ce_loss", "bce_loss", "dice_loss", "prompt_loss", "rehearse_loss", "lr", "seconds"]
+    FIELDS = ["step", "loss", "ce_loss", "bce_loss", "dice_loss", "prompt_loss", "rehearse_loss", "probe_loss", "lr",
+              "seconds"]
 
     def __init__(self, path: Path, start: int):
         self.path = path

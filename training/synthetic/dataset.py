@@ -99,10 +99,13 @@ class SyntheticDataset(GroundedDataset):
                                  st if st and matching(clip.scene, st) == [g[0]] else
                                  {a: getattr(clip.scene.object(g[0]), a) for a in ATTRIBUTES}
                                  for st, g in zip(stated, groups)]
+        # every object's visible masks at the sampled frames, for dense targets on the visual tokens (token_probe)
+        meta["scene_objects"] = clip.scene.objects
         # one mask track per [SEG]: the union of the objects an expression refers to
         masks = np.stack([np.any([clip.object_masks(o) for o in g], axis=0) for g in groups])  # (N, T, H, W)
         idx = select_frames(clip.scene.num_frames, self.sampling, masks.any(axis=(2, 3)),
                             rng if self.sampling.random else None)
+        meta["object_masks"] = clip.masks[:, idx]
         return GroundedSample(clip.frames[idx], conversation, masks[:, idx], idx,
                               f"{self.name}:{clip.clip_id}", meta)
 

@@ -57,6 +57,9 @@ class VideoGLaMMOutput:
     # MSE of the [SEG] prompts to the batch's ``prompt_targets`` (with its graph; not part of ``loss``: a trainer
     # adds it with its own weight). None when the batch has no targets.
     prompt_loss: torch.Tensor | None = None
+    # the visual tokens the LLM saw, (B,V,D) with their graph: every frame's CLIP tokens, then every frame's
+    # InternVideo2 tokens (for auxiliary losses on them, e.g. training.synthetic.token_probe)
+    visual_tokens: torch.Tensor | None = None
 
 
 @dataclass
@@ -312,7 +315,7 @@ class VideoGLaMM(nn.Module):
         bce, dice = bce.to(ce.device), dice.to(ce.device)
         loss = cfg.ce_weight * ce + cfg.bce_weight * bce + cfg.dice_weight * dice
         return VideoGLaMMOutput(loss=loss, ce_loss=ce.detach(), bce_loss=bce.detach(), dice_loss=dice.detach(),
-                                logits=logits, mask_logits=mask_logits, prompt_loss=prompt_loss)
+                                logits=logits, mask_logits=mask_logits, prompt_loss=prompt_loss, visual_tokens=visual)
 
     # ------------------------------------------------------------------ inference
     def _resolve_video(self, video) -> _VideoInput:
