@@ -8,6 +8,9 @@ import torch
 
 import training.trainer as trainer
 from tests.test_prompt_distill import stage0_recipe
+from tests.test_prompt_pretrain import SMALL_WORLD
+from tests.test_trainer import recipe
+from training.recipe import TrainConfig
 from training.synthetic.dataset import SyntheticDataset
 from training.synthetic.token_probe import HEADS, MOTIONS, TokenProbe, token_targets
 from training.synthetic.world import CATEGORIES, PALETTE, SceneObject, WorldConfig
@@ -53,22 +56,30 @@ def test_synthetic_samples_carry_every_object_and_their_masks_at_the_sampled_fra
 
 
 def test_probe_loss_reads_only_synthetic_samples_and_checks_the_grid():
-    ds = SyntheticDataset(2, config=WorldConfig(num_frames=4, height=64, width=64))
+    ds = SyntheticDataset(2, config=WorldConfig(num_frames=4, height=128, width=128))
     samples = [ds[0], GroundedSample(ds[1].frames, ds[1].conversation, ds[1].masks)]  # the second has no scene
     torch.manual_seed(0)
     probe = TokenProbe(8)
-    tokens = torch.randn(2, 4 * 4, 8, requires_grad=True)
-    loss = probe.loss(tokens, samples, pool=2)
+    tokens = torch.randn(2, 4 * 16, 8, requires_grad=True)
+    loss = probe.loss(tokens, samples, pool=4)
     assert loss.item() > 0
     loss.backward()
     assert tokens.grad[0].abs().sum() > 0 and tokens.grad[1].abs().sum() == 0
-    assert probe.loss(tokens, samples[1:], pool=2) is None
+    assert probe.loss(tokens, samples[1:], pool=4) is None
+    empty = GroundedSample(ds[0].frames, ds[0].conversation, ds[0].masks, ds[0].frame_indices,
+                           meta={"scene_objects": (), "object_masks": np.zeros((0, 4, 128, 128), bool)})
+    assert probe.loss(tokens[:1], [empty], pool=4) is None  # no cell shows an object: nothing to learn
     with pytest.raises(ValueError, match="target cells"):
-        probe.loss(tokens, samples, pool=4)
+        probe.loss(tokens, samples, pool=2)
 
 
 def test_trainer_adds_the_probe_loss_and_keeps_its_heads_in_checkpoints(tmp_path):
-    cfg = stage0_recipe(tmp_path, {"token_probe_weight": 2.0})
+    d = recipe(tmp_path, steps=2, log_every=1, prompt_pretrain={
+        "steps": 2, "clips_per_step": 1, "frames": 2, "mode": "framewise", "world": SMALL_WORLD, "log_every": 1,
+        "distill_weight": 0.5, "token_probe_weight": 2.0})
+    d["stages"][0]["datasets"][0]["options"]["world"] = {"num_frames": 4, "height": 128, "width": 128}
+    d["model_overrides"]["adapters.video_pool"] = 4  # 32-px cells: objects cover them
+    cfg = TrainConfig.from_dict(d)
     model = trainer.train(cfg, progress=False)
     with (tmp_path / "log.csv").open() as f:
         rows = list(csv.DictReader(f))

@@ -83,6 +83,29 @@ def test_chunks_independent_frames_within_chunk_interact(cfg):
         assert (changed[:, f] - base[:, f]).abs().max() > 1e-3
 
 
+def test_a_tubelet_of_two_frames_gives_each_of_them_its_tokens(cfg):
+    """tubelet_size 2 (from-scratch models): the patch embedding sees frame pairs, the output keeps one grid per
+    frame (the pair's), so the adapters and the LLM see the same number of tokens."""
+    tub = dataclasses.replace(cfg, tubelet_size=2)
+    torch.manual_seed(0)
+    encoder = InternVideo2Encoder(tub).eval()
+    assert encoder.patch_embed.proj.weight.shape[2] == 2
+    assert encoder.pos_embed.shape[1] == 2 * cfg.tokens_per_frame + 1  # a chunk of 4 frames = 2 tubelets
+    x = _pixels(cfg, t=8)
+    with torch.no_grad():
+        out = encoder(x)
+        y = x.clone()
+        y[:, 3] += 1.0  # the second frame of the second tubelet
+        changed = encoder(y)
+    assert out.shape == (1, 8, cfg.tokens_per_frame, cfg.embed_dim)
+    for a, b in ((0, 1), (2, 3), (4, 5), (6, 7)):
+        torch.testing.assert_close(out[:, a], out[:, b])
+    assert (changed[:, 2] - out[:, 2]).abs().max() > 1e-3  # frame 3 reaches its tubelet's tokens directly
+    torch.testing.assert_close(changed[:, 4:], out[:, 4:])  # and not the other chunk
+    with pytest.raises(ConfigError, match="tubelet_size"):
+        InternVideo2Encoder(dataclasses.replace(cfg, num_frames=3, tubelet_size=2))
+
+
 def test_preprocess_frames():
     frames = np.random.default_rng(0).integers(0, 256, size=(4, 30, 50, 3), dtype=np.uint8)
     px = preprocess_frames(frames)

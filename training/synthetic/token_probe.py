@@ -70,8 +70,10 @@ class TokenProbe(nn.Module):
         return {name: head(tokens.float()) for name, head in self.heads.items()}
 
     def loss(self, tokens: torch.Tensor, samples, pool: int) -> torch.Tensor | None:
-        """Mean cross-entropy of the heads over the tokens of the samples that carry ``meta["scene_objects"]``
-        (the synthetic ones; None when none does)."""
+        """Mean cross-entropy of the heads over the tokens that show an object, in the samples that carry
+        ``meta["scene_objects"]`` (the synthetic ones; None when none does). Background cells are left out: they
+        are most cells, and with them in the loss the motion head of a from-scratch tiny InternVideo2 had learnt
+        a direction for 0.47 of the moving objects' cells after 1200 steps, against 0.77 without them."""
         rows, targets = [], []
         for i, s in enumerate(samples):
             if s.meta.get("scene_objects") is None:
@@ -85,5 +87,7 @@ class TokenProbe(nn.Module):
         if logits["motion"].shape[1] != target.shape[1]:
             raise ValueError(f"{tokens.shape[1]} tokens per sample but {target.shape[1]} target cells "
                              f"(pool {pool}): the probe reads one stream of per-frame pool x pool grids")
-        return sum(F.cross_entropy(logits[name].flatten(0, 1), target[..., j].flatten())
-                   for j, name in enumerate(HEADS)) / len(HEADS)
+        on = target[..., 0] > 0
+        if not bool(on.any()):
+            return None
+        return sum(F.cross_entropy(logits[name][on], target[..., j][on]) for j, name in enumerate(HEADS)) / len(HEADS)

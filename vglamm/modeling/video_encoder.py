@@ -96,8 +96,9 @@ class InternVideo2Config:
             raise ConfigError(f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}")
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
-        if self.tubelet_size != 1 or self.num_frames < 1:
-            raise ConfigError("only tubelet_size=1 (the released checkpoint) and num_frames >= 1 are supported")
+        if self.tubelet_size < 1 or self.num_frames < 1 or self.num_frames % self.tubelet_size:
+            raise ConfigError(f"num_frames ({self.num_frames}) must be a positive multiple of tubelet_size "
+                              f"({self.tubelet_size}; the released checkpoint uses 1)")
         if not 1 <= self.num_run_blocks <= self.depth:
             raise ConfigError(f"return_block {self.return_block} selects no block of depth {self.depth}")
         if self.gelu_approximate not in ("none", "tanh"):
@@ -225,7 +226,7 @@ class InternVideo2Encoder(nn.Module):
         self.patch_embed = PatchEmbed(cfg)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.pos_embed = nn.Parameter(
-            sincos_3d_pos_embed(cfg.embed_dim, cfg.grid, cfg.num_frames).unsqueeze(0)
+            sincos_3d_pos_embed(cfg.embed_dim, cfg.grid, cfg.num_frames // cfg.tubelet_size).unsqueeze(0)
         )
         # Only the blocks that are run exist: the checkpoint's later blocks are reported unused by the loader.
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_run_blocks))
@@ -266,7 +267,9 @@ class InternVideo2Encoder(nn.Module):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         for blk in self.blocks:
             x = blk(x)
-        return x[:, 1:].reshape(b, t, cfg.tokens_per_frame, cfg.embed_dim)
+        x = x[:, 1:].reshape(b, t // cfg.tubelet_size, 1, cfg.tokens_per_frame, cfg.embed_dim)
+        # a tubelet's tokens stand for each of its frames, so every frame keeps its own grid downstream
+        return x.expand(-1, -1, cfg.tubelet_size, -1, -1).reshape(b, t, cfg.tokens_per_frame, cfg.embed_dim)
 
 
 def preprocess_frames(frames: Union[np.ndarray, torch.Tensor], size: int = 224) -> torch.Tensor:
