@@ -356,6 +356,35 @@ def test_answer_styles_repeat_the_expression_or_name_the_object():
         SyntheticDataset(2, answers="shout")
 
 
+def test_motion_answers_name_the_moving_object_and_leave_attribute_answers_alone():
+    from training.synthetic import SyntheticDataset
+    from vglamm.modeling.processing import seg_phrases
+
+    phrase = SyntheticDataset(6, seed=3, split="valid", p_gcg=0.0, exprs_per_sample=3, answers="phrase")
+    mixed = SyntheticDataset(6, seed=3, split="valid", p_gcg=0.0, exprs_per_sample=3, answers="phrase",
+                             motion_answers="short_name")
+    kinds = set()
+    for i in range(len(mixed)):
+        s, same = mixed[i], phrase[i]
+        clip = make_clip(mixed._records[i].seed, mixed.config)
+        # the same draws (expressions, frames, templates): only the motion answers' phrases differ
+        assert s.meta["expressions"] == same.meta["expressions"]
+        np.testing.assert_array_equal(s.masks, same.masks)
+        for k, ((kind, text), obj_ids) in enumerate(zip(s.meta["expressions"], _turn_objects(s, clip))):
+            kinds.add(kind)
+            (said,) = seg_phrases(s.conversation[2 * k + 1]["content"])
+            if kind == "attribute":
+                assert said == text and s.meta["seg_described"][k] == same.meta["seg_described"][k]
+            else:
+                o = clip.scene.object(obj_ids[0])
+                assert said in (f"the {o.colour} {o.category}", f"the {o.size} {o.colour} {o.category}")
+                assert matching(clip.scene, stated_attributes(said)) == [o.obj_id]
+                assert s.meta["seg_described"][k] == stated_attributes(said)
+    assert kinds == {"attribute", "motion"}
+    with pytest.raises(ConfigError, match="motion_answers"):
+        SyntheticDataset(2, answers="phrase", motion_answers="shout")
+
+
 def _turn_objects(sample, clip):
     """The referred object ids of each turn of a referring sample, looked up by expression text."""
     by_text = {e.text: e.obj_ids for e in clip.expressions}

@@ -37,13 +37,16 @@ class SyntheticDataset(GroundedDataset):
     name (``Sure, it is <p> the large red car </p> [SEG].`` for "the car moving left"), so the language loss itself
     teaches *which* object an expression means, and every ``[SEG]`` follows a complete description of its object;
     ``"short_name"``: colour and category, size only when the expression says it or it is needed (``the red car``).
+    motion_answers: the style for motion expressions only (default: ``answers``); ``"short_name"`` with
+    ``answers="phrase"`` leaves "the red car" to SAM2, which sees the colour, and makes the language loss teach which
+    object "the car moving left" is, which only the video shows.
     """
 
     name = "synthetic"
 
     def __init__(self, num_videos: int, seed: int = 0, split: str = "train", config: WorldConfig | None = None,
                  sampling: FrameSampling | None = None, *, p_gcg: float = 0.4, exprs_per_sample: int = 1,
-                 answers: str = "plain",
+                 answers: str = "plain", motion_answers: str | None = None,
                  name: str | None = None, random_templates: bool = True):
         super().__init__(sampling or FrameSampling(num_frames=8), name=name, random_templates=random_templates)
         if num_videos < 1:
@@ -52,9 +55,11 @@ class SyntheticDataset(GroundedDataset):
             raise ConfigError(f"p_gcg={p_gcg}: a probability must be in [0, 1].")
         if exprs_per_sample < 1:
             raise ConfigError(f"exprs_per_sample={exprs_per_sample}: ask at least one question per sample.")
-        if answers not in ANSWER_STYLES:
-            raise ConfigError(f"answers={answers!r}: use one of {ANSWER_STYLES}.")
+        for key, style in (("answers", answers), ("motion_answers", motion_answers or answers)):
+            if style not in ANSWER_STYLES:
+                raise ConfigError(f"{key}={style!r}: use one of {ANSWER_STYLES}.")
         self.exprs_per_sample, self.answers = exprs_per_sample, answers
+        self.motion_answers = motion_answers or answers
         self.config = config or WorldConfig()
         self.config.validate()
         self.split, self.p_gcg = split, p_gcg
@@ -74,18 +79,19 @@ class SyntheticDataset(GroundedDataset):
             chosen = self._pick_expressions(clip.expressions, rng)
             groups = [tuple(e.obj_ids) for e in chosen]
             conversation, stated = [], []
-            templates = REFER_ANSWERS if self.answers == "plain" else REFER_PHRASE_ANSWERS
             for e in chosen:
-                if self.answers == "name":
+                style = self.motion_answers if e.kind == "motion" else self.answers
+                if style == "name":
                     said = referred_name(clip.scene, e.obj_ids)
-                elif self.answers == "short_name":
+                elif style == "short_name":
                     said = referred_name(clip.scene, e.obj_ids, e.query)
                 else:
                     said = e.text
                 conversation += [{"role": "user", "content": pick(REFER_VIDEO_QUESTIONS, trng).format(exp=e.text)},
-                                 {"role": "assistant", "content": pick(templates, trng).format(exp=said)}]
+                                 {"role": "assistant", "content": pick(REFER_ANSWERS if style == "plain" else
+                                                                       REFER_PHRASE_ANSWERS, trng).format(exp=said)}]
                 # what the phrase says of its object: the expression's own colour / category / size when repeated
-                stated.append(None if self.answers == "plain" else
+                stated.append(None if style == "plain" else
                               e.stated if said == e.text else
                               stated_attributes(said))
             meta = {"task": "refer", "kind": chosen[0].kind, "expression": chosen[0].text, "obj_ids": list(groups[0]),
