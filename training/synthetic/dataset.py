@@ -55,11 +55,10 @@ class SyntheticDataset(GroundedDataset):
             raise ConfigError(f"p_gcg={p_gcg}: a probability must be in [0, 1].")
         if exprs_per_sample < 1:
             raise ConfigError(f"exprs_per_sample={exprs_per_sample}: ask at least one question per sample.")
-        for key, style in (("answers", answers), ("motion_answers", motion_answers or answers)):
-            if style not in ANSWER_STYLES:
-                raise ConfigError(f"{key}={style!r}: use one of {ANSWER_STYLES}.")
-        self.exprs_per_sample, self.answers = exprs_per_sample, answers
-        self.motion_answers = motion_answers or answers
+        self.exprs_per_sample, self.answers, self.motion_answers = exprs_per_sample, answers, motion_answers or answers
+        for key in ("answers", "motion_answers"):
+            if getattr(self, key) not in ANSWER_STYLES:
+                raise ConfigError(f"{key}={getattr(self, key)!r}: use one of {ANSWER_STYLES}.")
         self.config = config or WorldConfig()
         self.config.validate()
         self.split, self.p_gcg = split, p_gcg
