@@ -144,6 +144,23 @@ def test_forward_reports_the_prompt_loss_apart_and_it_reaches_only_the_prompt_pa
     model.zero_grad(set_to_none=True)
 
 
+def test_forward_without_masks_leaves_sam2_out(model):
+    sample = moving_boxes()
+    sample.meta["prompt_targets"] = np.ones((sample.num_seg(), model.cfg.pixel_decoder.prompt_dim), np.float32)
+    batch = model.processor([sample])
+    full = model(batch)
+    model.zero_grad(set_to_none=True)
+    out = model(batch, decode_masks=False)
+    assert out.mask_logits == [] and out.bce_loss.item() == out.dice_loss.item() == 0.0
+    torch.testing.assert_close(out.ce_loss, full.ce_loss)  # the language side is the same pass
+    torch.testing.assert_close(out.prompt_loss, full.prompt_loss)
+    torch.testing.assert_close(out.loss, model.cfg.ce_weight * out.ce_loss)
+    (out.loss + out.prompt_loss).backward()
+    assert model.seg_adapter.proj[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.pixel_decoder.parameters())
+    model.zero_grad(set_to_none=True)
+
+
 def stage0_recipe(tmp_path, stage0_extra=None, **extra):
     stage0 = {"steps": 2, "clips_per_step": 1, "frames": 2, "mode": "framewise", "world": SMALL_WORLD,
               "log_every": 1, "distill_weight": 0.5, **(stage0_extra or {})}
@@ -201,3 +218,66 @@ def test_distilling_needs_stage_zero_descriptions(tmp_path):
         trainer.train(cfg, progress=False)
     with pytest.raises(ConfigError, match="distill_weight"):
         PromptPretrainConfig(distill_weight=-1.0).validate()
+
+
+def test_a_language_stage_trains_the_llm_and_leaves_sam2_as_stage_zero_left_it(tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = stage0_recipe(tmp_path, {"rehearse_weight": 2.0})  # rehearsal would train SAM2: a language stage skips it
+    cfg.stages[0].decode_masks = False
+    start = dict(trainer.build_model(cfg).named_parameters())
+    model = trainer.train(cfg, progress=False)
+    stage0 = load_file(str(tmp_path / trainer.PROMPT_PRETRAIN_FILE))
+    for name, p in model.pixel_decoder.state_dict().items():
+        torch.testing.assert_close(p, stage0[name], rtol=0, atol=0, msg=name)
+    llm = [n for n in start if n.startswith("language_model.")]
+    assert sum(not torch.equal(start[n], dict(model.named_parameters())[n]) for n in llm) > len(llm) // 2
+    with (tmp_path / "log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        assert float(r["bce_loss"]) == float(r["dice_loss"]) == 0.0 and r["rehearse_loss"] == ""
+        assert float(r["loss"]) == pytest.approx(float(r["ce_loss"]) + 0.5 * float(r["prompt_loss"]), rel=1e-3)
+
+
+def test_binding_probe_scores_prompts_by_their_nearest_description():
+    """benchmarks/probe_binding.py: a [SEG] prompt equal to its own target is right, one equal to another object's
+    description is wrong, and chance is 1 / the objects matching what the expression states."""
+    import types
+
+    from tests.test_prompt_pretrain import load_eval_script
+
+    binding = load_eval_script("probe_binding").binding
+
+    torch.manual_seed(0)
+    descriptions = AttributePrompts(8).requires_grad_(False)
+
+    class Oracle:  # stands in for a model whose prompts are exactly the distillation targets (or a wrong object's)
+        cfg = types.SimpleNamespace(num_frames=4)
+
+        def __init__(self, wrong: bool):
+            self.wrong = wrong
+
+        def processor(self, samples):
+            return samples
+
+        def __call__(self, samples, decode_masks):
+            assert decode_masks is False  # SAM2 stays out
+            attach_prompt_targets(descriptions, samples, onto="stated")
+            rows = []
+            for s in samples:
+                targets = torch.as_tensor(s.meta["prompt_targets"])
+                if self.wrong:  # the description of some other object of the clip, with the same keys
+                    for j, (obj, said) in enumerate(zip(s.meta["seg_objects"], s.meta["seg_described"])):
+                        if obj is not None and said:
+                            other = next(o for o in s.meta["scene_objects"] if o.obj_id != obj.obj_id)
+                            targets[j] = descriptions([other], [tuple(said)])[0]
+                rows.append(targets)
+            return types.SimpleNamespace(seg_prompts=torch.cat(rows))
+
+    right = binding(Oracle(wrong=False), descriptions, num_videos=6, batch=4)
+    assert {"attribute", "motion"} <= set(right) and all(n > 0 for _, _, n in right.values())
+    assert all(acc == 1.0 for acc, _, _ in right.values())
+    assert right["attribute"][1] == 1.0  # an attribute expression states what singles its object out
+    assert all(0 < chance <= 1 for _, chance, _ in right.values())
+    wrong = binding(Oracle(wrong=True), descriptions, num_videos=6, batch=4)
+    assert all(acc < 1.0 for acc, _, _ in wrong.values())

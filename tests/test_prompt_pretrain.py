@@ -162,13 +162,13 @@ def test_stage_zero_trains_sam2_even_when_the_recipe_freezes_it(tmp_path):
     assert all(p.requires_grad for p in model.seg_adapter.parameters())
 
 
-def load_eval_script():
-    """benchmarks/eval_default_model.py as a module (benchmarks/ is not a package)."""
+def load_eval_script(name: str = "eval_default_model"):
+    """benchmarks/{name}.py as a module (benchmarks/ is not a package)."""
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_default_model.py"
-    spec = importlib.util.spec_from_file_location("eval_default_model", script)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     return bench

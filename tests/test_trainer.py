@@ -162,6 +162,15 @@ def test_recipe_overrides_and_errors(tmp_path):
         TrainConfig.from_dict({**recipe(tmp_path), "optim": {"lr": "fast"}})
     with pytest.raises(ConfigError, match="no stages"):
         TrainConfig.from_dict({**recipe(tmp_path), "stages": []})
+    bad = recipe(tmp_path)
+    bad["stages"][0]["decode_mask"] = False  # a misspelt stage key is an error, not a silent default
+    with pytest.raises(ConfigError, match="unknown StageSpec keys"):
+        TrainConfig.from_dict(bad)
+    bad["stages"][0] = {"name": "s", "decode_masks": "no", "datasets": bad["stages"][0]["datasets"], "steps": 1}
+    with pytest.raises(ConfigError, match="decode_masks must be true or false"):
+        TrainConfig.from_dict(bad)
+    with pytest.raises(ConfigError, match="has no `steps`"):
+        TrainConfig.from_dict({**recipe(tmp_path), "stages": [{"name": "s", "datasets": []}]})
     with pytest.raises(ConfigError, match="model override"):
         train(TrainConfig.from_dict(recipe(tmp_path, model_overrides={"no_such.setting": 1})), progress=False)
     with pytest.raises(ConfigError, match="unknown data loader"):

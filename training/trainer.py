@@ -315,7 +315,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
                desc="train")
     for step in bar:
         seed_everything(cfg.seed, step, rank)
-        mixture = stage_data[cfg.stage_index(step)]
+        stage = cfg.stage_index(step)
+        mixture, decode_masks = stage_data[stage], cfg.stages[stage].decode_masks
         t0 = time.perf_counter()
         totals: dict[str, float] = {}
         for micro in range(o.grad_accum):
@@ -325,10 +326,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
                 attach_prompt_targets(teacher, samples, distill_kinds, distill_onto)
             batch = to_device(model.processor(samples), device)
             with autocast:
-                out = (engine or model)(batch)
+                out = (engine or model)(batch, decode_masks=decode_masks)
             parts = {k: getattr(out, k) for k in ("ce_loss", "bce_loss", "dice_loss", "prompt_loss")}
             loss = out.loss + distill * out.prompt_loss if out.prompt_loss is not None else out.loss
-            if rehearse:  # one stage-0 clip per micro-batch, its own seeded frames and descriptions
+            if rehearse and decode_masks:  # one stage-0 clip per micro-batch, its own seeded frames and descriptions
                 index = (step * o.grad_accum + micro) * world + rank
                 parts["rehearse_loss"], _, _ = description_loss(model.pixel_decoder, teacher, stage0, index,
                                                                 np.random.default_rng([cfg.seed, index]))

@@ -60,6 +60,8 @@ class VideoGLaMMOutput:
     # the visual tokens the LLM saw, (B,V,D) with their graph: every frame's CLIP tokens, then every frame's
     # InternVideo2 tokens (for auxiliary losses on them, e.g. training.synthetic.token_probe)
     visual_tokens: torch.Tensor | None = None
+    # every [SEG]'s prompt (the L->V output), (S, D_prompt) in order of appearance, row after row, with its graph
+    seg_prompts: torch.Tensor | None = None
 
 
 @dataclass
@@ -275,8 +277,11 @@ class VideoGLaMM(nn.Module):
         return torch.cat([is_seg, is_seg.new_zeros(is_seg.shape[0], 1)], dim=1)
 
     # ------------------------------------------------------------------ training forward
-    def forward(self, batch: dict, *, mode: str | None = None) -> VideoGLaMMOutput:
-        """Training pass over a processor batch. ``mode`` overrides ``cfg.train_decoder_mode``."""
+    def forward(self, batch: dict, *, mode: str | None = None, decode_masks: bool = True) -> VideoGLaMMOutput:
+        """Training pass over a processor batch. ``mode`` overrides ``cfg.train_decoder_mode``.
+
+        ``decode_masks=False`` leaves SAM2 out (no mask losses, zero): the LLM's CE and its ``[SEG]`` prompts only,
+        several times cheaper, for stages that teach the language side alone."""
         cfg = self.cfg
         mode = mode or cfg.train_decoder_mode
         # 1. Visual tokens and the merged LLM sequence
@@ -301,9 +306,9 @@ class VideoGLaMM(nn.Module):
         # 4. Masks: SAM2 features once per sample, every object decoded against them
         mask_logits, targets = [], []
         for i, n in enumerate(per_row):
-            target = batch["target_masks"][i].to(self.device)
-            if n == 0:
+            if n == 0 or not decode_masks:
                 continue
+            target = batch["target_masks"][i].to(self.device)
             with self._sam_autocast():
                 features = self.pixel_decoder.encode_frames(batch["sam_pixels"][i].to(self.device))
                 lg = self.pixel_decoder.decode(features, prompts[i], mode=mode)
@@ -315,7 +320,8 @@ class VideoGLaMM(nn.Module):
         bce, dice = bce.to(ce.device), dice.to(ce.device)
         loss = cfg.ce_weight * ce + cfg.bce_weight * bce + cfg.dice_weight * dice
         return VideoGLaMMOutput(loss=loss, ce_loss=ce.detach(), bce_loss=bce.detach(), dice_loss=dice.detach(),
-                                logits=logits, mask_logits=mask_logits, prompt_loss=prompt_loss, visual_tokens=visual)
+                                logits=logits, mask_logits=mask_logits, prompt_loss=prompt_loss, visual_tokens=visual,
+                                seg_prompts=flat_prompts)
 
     # ------------------------------------------------------------------ inference
     def _resolve_video(self, video) -> _VideoInput:
