@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train or fine-tune a model from a recipe",
-        description="Train from a YAML recipe (see training/configs/). Single process on CPU or one GPU; "
-                    "many GPUs with `torchrun --nproc_per_node N -m vglamm.cli train RECIPE --set backend=deepspeed` "
-                    "or the deepspeed launcher.")
+        description="Train from a YAML recipe (see training/configs/). One process on a CPU or a GPU; data "
+                    "parallel over N processes (CPU cores or GPUs; optim.batch_size is per process) with "
+                    "`torchrun --standalone --nproc_per_node N -m vglamm.cli train RECIPE`; ZeRO over many GPUs "
+                    "with the same command and `--set backend=deepspeed`, or the deepspeed launcher.")
     p.add_argument("recipe", help="YAML recipe, e.g. training/configs/finetune_custom.yaml")
     p.add_argument("--resume", default=None, help="run folder or checkpoint folder to continue from exactly")
     p.add_argument("--out", default=None, help="run folder (overrides the recipe's out_dir)")
@@ -35,7 +37,9 @@ def run_train(args) -> int:
         overrides.append(f"out_dir={args.out}")
     cfg = load_recipe(args.recipe, overrides)
     train(cfg, resume=args.resume)
-    print(f"done: checkpoints and log.csv in {cfg.out_dir}" + (f"; model exported to {cfg.export_dir}" if cfg.export_dir else ""))
+    if int(os.environ.get("RANK", 0)) == 0:  # once, not once per process
+        print(f"done: checkpoints and log.csv in {cfg.out_dir}"
+              + (f"; model exported to {cfg.export_dir}" if cfg.export_dir else ""))
     return 0
 
 

@@ -1,7 +1,8 @@
 """The training loop, readable in one sitting.
 
     recipe → model → data mixture → optimiser + schedule → (DeepSpeed engine) → loop:
-        draw micro-batches → processor → model(batch) → backward → clip → step → log → checkpoint
+        draw micro-batches → processor → model(batch) → backward → (average over ranks) → clip → step → log
+        → checkpoint
     → export (LoRA merged, `from_pretrained` directory)
 
 Exact resume: the data drawn at a step and every random number used in it are functions of (seed, step, rank)
@@ -127,6 +128,37 @@ def _distributed_env() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def _join_process_group(device: torch.device) -> None:
+    """Join the launcher's process group (torchrun sets RANK, WORLD_SIZE, MASTER_ADDR/PORT): gloo on a CPU."""
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Data parallelism for the torch backend: replace every rank's gradients by their mean over the ranks (one
+    all-reduce of a flat buffer). A parameter without a gradient on some rank counts as zero there, so every rank
+    applies the same update and the replicas stay identical."""
+    world = torch.distributed.get_world_size()
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+
+
+def _check_replicas_agree(params: list[torch.nn.Parameter]) -> None:
+    """Raise if the ranks' weights differ (they start from the same seed and apply the same averaged updates)."""
+    total = torch.stack([p.detach().double().sum() for p in params]).sum().reshape(1)
+    low, high = total.clone(), total.clone()
+    torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
+    torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
+    if not torch.equal(low, high):
+        raise RuntimeError(f"the ranks' weights diverged (parameter sums {low.item()} .. {high.item()}); "
+                           "a rank must have skipped a step or drawn a different model")
+
+
 # ----------------------------------------------------------------------------------------------- stage 0
 PROMPT_PRETRAIN_FILE = "prompt_pretrain/pixel_decoder.safetensors"
 ATTRIBUTE_PROMPTS_FILE = "attribute_prompts.safetensors"  # stage 0's learnt descriptions, next to its SAM2 weights
@@ -138,8 +170,10 @@ def prompt_pretrain_stage(cfg: TrainConfig, model, out_dir: Path, rank: int, res
 
     Returns stage 0's descriptions (a frozen AttributePrompts), or None for a run folder saved before they were kept.
 
-    Every rank trains the same seeded stage itself (DeepSpeed broadcasts rank 0's weights when it wraps the model),
-    so no rank waits on a file another one writes before the process group exists.
+    With the torch backend and several ranks, each rank draws its own clips and the gradients are averaged (data
+    parallel, like the later stages). With DeepSpeed every rank trains the same seeded stage itself (DeepSpeed
+    broadcasts rank 0's weights when it wraps the model), so no rank waits on a file another one writes before the
+    process group exists.
     """
     from safetensors.torch import load_file, save_file
 
@@ -166,7 +200,7 @@ def prompt_pretrain_stage(cfg: TrainConfig, model, out_dir: Path, rank: int, res
         p.requires_grad_(True)
     try:
         history = pretrain_pixel_decoder(decoder, cfg.prompt_pretrain_config(), progress=progress and rank == 0,
-                                         prompts=prompts)
+                                         prompts=prompts, data_parallel=cfg.backend == "torch")
     finally:
         for p in frozen:
             p.requires_grad_(False)
@@ -259,6 +293,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
+    if world > 1 and cfg.backend == "torch":  # data parallel: every rank its own micro-batches, gradients averaged
+        _join_process_group(device)
 
     # 1. Model and data.
     seed_everything(cfg.seed)  # model initialisation is identical on every rank and every resume
@@ -348,6 +384,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
             else:
                 (loss / o.grad_accum).backward()
         if engine is None:
+            if world > 1:
+                average_gradients(params)
             if o.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
             optimizer.step()
@@ -360,6 +398,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
             bar.set_postfix(loss=f"{totals['loss']:.3f}")
         if done % cfg.save_every == 0 or done == end:
             save_checkpoint(out_dir, done, model, optimizer, scheduler, engine, cfg, rank, probe)
+
+    if engine is None and world > 1:
+        _check_replicas_agree(params)
 
     # 6. Export a `from_pretrained` directory with LoRA merged.
     if cfg.export_dir and rank == 0:

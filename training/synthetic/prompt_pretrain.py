@@ -186,19 +186,27 @@ def description_loss(decoder, prompts: AttributePrompts, cfg: PromptPretrainConf
 
 
 def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = True,
-                           prompts: AttributePrompts | None = None) -> list[dict]:
+                           prompts: AttributePrompts | None = None, data_parallel: bool = False) -> list[dict]:
     """Train ``decoder`` (a SAM2PixelDecoder, in place) to segment attribute-prompted objects.
 
     ``prompts``: the attribute embeddings to train alongside (in place; new ones when None), e.g. to keep them.
+    ``data_parallel``: inside a torch process group of several ranks, each rank takes ``clips_per_step`` clips of
+    its own per step and the gradients are averaged (the log is rank 0's); the clips a step draws over all ranks are
+    those one process with ``clips_per_step x ranks`` would draw.
 
     Runs ``cfg.refine`` after ``cfg`` when set. Returns the log: one row per ``log_every`` steps with the mean loss
     and the mean IoU of the masks the decoder predicted at those steps (every object and frame, at mask resolution;
     an empty prediction of an absent object counts 1). Deterministic given ``cfg.seed`` and ``cfg.world_seed``.
     """
+    from training.trainer import average_gradients
+
     cfg.validate()
     device = decoder.pixel_mean.device
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    rank, world = 0, 1
+    if data_parallel and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    torch.manual_seed(cfg.seed)  # the same fresh prompts on every rank
+    rng = np.random.default_rng(cfg.seed if world == 1 else [cfg.seed, rank])
     prompts = (prompts or AttributePrompts(decoder.cfg.prompt_dim)).to(device)
     params = [p for p in decoder.parameters() if p.requires_grad] + list(prompts.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
@@ -213,11 +221,14 @@ def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = 
             group["lr"] = cfg.lr * warmup_linear_decay(step, cfg.steps, warmup, cfg.min_lr_ratio)
         step_loss = 0.0
         for c in range(cfg.clips_per_step):
-            loss, logits, target = description_loss(decoder, prompts, cfg, step * cfg.clips_per_step + c, rng)
+            index = (step * cfg.clips_per_step + c) * world + rank
+            loss, logits, target = description_loss(decoder, prompts, cfg, index, rng)
             (loss / cfg.clips_per_step).backward()
             step_loss += loss.item() / cfg.clips_per_step
             pred, truth = (logits.detach() > 0).cpu().numpy(), target.bool().cpu().numpy()
             ious += [j for n in range(len(target)) for j in region_similarity(truth[n], pred[n])]
+        if world > 1:
+            average_gradients(params)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -229,7 +240,7 @@ def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = 
             bar.set_postfix(loss=f"{row['loss']:.3f}", iou=f"{row['iou']:.3f}")
             losses, ious = [], []
     if cfg.refine is not None:  # the second phase continues the log
-        more = pretrain_pixel_decoder(decoder, cfg.refined(), progress, prompts)
+        more = pretrain_pixel_decoder(decoder, cfg.refined(), progress, prompts, data_parallel)
         history += [{**r, "step": r["step"] + cfg.steps, "seconds": r["seconds"] + history[-1]["seconds"]}
                     for r in more]
     return history
