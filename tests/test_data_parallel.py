@@ -104,3 +104,23 @@ def test_stage_zero_ranks_split_the_clips_one_process_would_draw(monkeypatch):
     two = _drawn_clips(2, 1, monkeypatch)
     assert one == [[0, 1, 2, 3]]
     assert two == [[0, 2], [1, 3]]  # step 0: clips 0 and 1, step 1: clips 2 and 3, one per rank
+
+
+def test_the_token_probe_starts_alike_whatever_stage_zero_drew():
+    """Stage 0's dropout draws depend on each rank's clips; heads seeded from the global generator would start
+    different on each rank (the replicas check caught this in the default model's two-process run)."""
+    from training.recipe import TrainConfig
+    from training.trainer import build_model, new_token_probe
+
+    cfg = TrainConfig.from_dict(recipe("unused"))
+    model = build_model(cfg)
+    torch.manual_seed(1)
+    first, pool = new_token_probe(cfg, model, torch.device("cpu"))
+    torch.rand(1000)  # another rank's stage 0 drew a different number of random values
+    second, _ = new_token_probe(cfg, model, torch.device("cpu"))
+    assert pool == model.cfg.adapters.video_pool
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+    after = torch.rand(1)
+    torch.manual_seed(1), torch.rand(1000)
+    assert torch.equal(after, torch.rand(1))  # building the probe leaves the global generator where it was

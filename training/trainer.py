@@ -159,6 +159,19 @@ def _check_replicas_agree(params: list[torch.nn.Parameter]) -> None:
                            "a rank must have skipped a step or drawn a different model")
 
 
+def new_token_probe(cfg: TrainConfig, model, device):
+    """The token probe's heads, seeded by the recipe alone: stage 0 draws dropout masks of clip-dependent sizes,
+    so the global generator differs between ranks (and between a run and its resume) when the probe is built.
+    -> (probe, pool: the grid side of the stream it reads)."""
+    from training.synthetic.token_probe import TokenProbe
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        probe = TokenProbe(model.cfg.language_model.hidden_size).to(device)
+    a = model.cfg.adapters
+    return probe, a.video_pool if model.cfg.use_video_encoder else a.image_pool
+
+
 # ----------------------------------------------------------------------------------------------- stage 0
 PROMPT_PRETRAIN_FILE = "prompt_pretrain/pixel_decoder.safetensors"
 ATTRIBUTE_PROMPTS_FILE = "attribute_prompts.safetensors"  # stage 0's learnt descriptions, next to its SAM2 weights
@@ -311,13 +324,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
                                       f"({ATTRIBUTE_PROMPTS_FILE}): run stage 0 again in a fresh out_dir")
         from training.synthetic.prompt_pretrain import attach_prompt_targets, description_loss
         if stage0.token_probe_weight:  # linear heads on the visual tokens, trained alongside (kept in checkpoints)
-            from training.synthetic.token_probe import TokenProbe
             if cfg.backend == "deepspeed":
                 raise ConfigError("prompt_pretrain.token_probe_weight trains heads outside the model, which the "
                                   "deepspeed backend does not see: use backend: torch")
-            probe = TokenProbe(model.cfg.language_model.hidden_size).to(device)
-            a = model.cfg.adapters
-            probe_pool = a.video_pool if model.cfg.use_video_encoder else a.image_pool
+            probe, probe_pool = new_token_probe(cfg, model, device)
     stage_data = build_stage_data(cfg, rank)
 
     # 2. Optimiser over the trainable parameters only (frozen ones get no state), and the schedule.
