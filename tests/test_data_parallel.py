@@ -74,7 +74,6 @@ def test_two_processes_train_stage_zero_and_the_stage_data_parallel(tmp_path):
 
 def _drawn_clips(world: int, clips_per_step: int, monkeypatch) -> list[list[int]]:
     """The stage-0 clip indices each rank draws over two steps (SAM2's loss replaced by a stub that records them)."""
-    from training import trainer
     from training.synthetic import prompt_pretrain as pp
     from vglamm.modeling.pixel_decoder import PixelDecoderConfig, SAM2PixelDecoder
 
@@ -89,7 +88,7 @@ def _drawn_clips(world: int, clips_per_step: int, monkeypatch) -> list[list[int]
         return zero, torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
 
     monkeypatch.setattr(pp, "description_loss", record)
-    monkeypatch.setattr(trainer, "average_gradients", lambda params: None)  # no process group here
+    monkeypatch.setattr(pp, "average_gradients", lambda params: None)  # no process group here
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: world)
     for rank in range(world):

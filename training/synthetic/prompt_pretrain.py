@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from training.trainer import warmup_linear_decay
+from training.trainer import average_gradients, warmup_linear_decay
 from vglamm.errors import ConfigError
 from vglamm.evaluation.vos import region_similarity
 from vglamm.modeling.losses import mask_losses
@@ -198,8 +198,6 @@ def pretrain_pixel_decoder(decoder, cfg: PromptPretrainConfig, progress: bool = 
     and the mean IoU of the masks the decoder predicted at those steps (every object and frame, at mask resolution;
     an empty prediction of an absent object counts 1). Deterministic given ``cfg.seed`` and ``cfg.world_seed``.
     """
-    from training.trainer import average_gradients
-
     cfg.validate()
     device = decoder.pixel_mean.device
     rank, world = 0, 1
