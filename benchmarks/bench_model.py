@@ -114,7 +114,7 @@ def run(preset: str, device: torch.device, frames: int, size: tuple[int, int], n
             t_reference = t_uncached + new_tokens * (t_clip + t_iv2)
             rows.append(("generate, reference-style (est.)", t_reference, "recompute + re-encode video per token"))
 
-            prompts = model.seg_adapter(torch.randn(1, lm.hidden_size, device=device, dtype=model.dtype))
+            prompts = model.seg_adapter(torch.randn(1, lm.hidden_size, device=device, dtype=model.dtype), visual)
             with model._sam_autocast():
                 t_sam, _ = timed(lambda: model.pixel_decoder.predict_video(vid_in.sam_stream(), prompts,
                                                                            vid_in.size, mode="temporal"), device, 2)

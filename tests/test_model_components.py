@@ -13,8 +13,8 @@ from vglamm.modeling.configuration import IGNORE_INDEX, VIDEO_PLACEHOLDER_ID
 from vglamm.modeling.image_encoder import CLIPImageEncoder, clip_preprocess
 from vglamm.modeling.language_model import build_tokenizer
 from vglamm.modeling.losses import dice_sum, mask_losses, next_token_loss, sigmoid_bce_sum
-from vglamm.modeling.processing import (VideoGLaMMProcessor, clean_answer, gcg_prompt, referring_prompt,
-                                        seg_phrases)
+from vglamm.modeling.processing import (VideoGLaMMProcessor, clean_answer, gcg_prompt, phrase_token_weights,
+                                        referring_prompt, seg_phrases)
 from vglamm.sample import GroundedSample
 
 
@@ -118,6 +118,49 @@ def test_adapters_pool_after_projection():
     s = SegAdapter(64, 256)
     assert s(torch.randn(5, 64)).shape == (5, 256)
     assert isinstance(s.proj[1], torch.nn.ReLU)
+
+
+def test_phrase_token_weights_average_each_segs_own_phrase():
+    SEG, OPEN, CLOSE = 9, 7, 8
+    # row 0: x <p> a b </p> [SEG] c <p> d </p> [SEG] [SEG]   row 1: it is [SEG] (no phrase)   row 2: </p> [SEG]
+    ids = torch.tensor([[1, OPEN, 2, 3, CLOSE, SEG, 4, OPEN, 5, CLOSE, SEG, SEG],
+                        [1, 2, SEG, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                        [2, CLOSE, SEG, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    predicting = torch.zeros_like(ids, dtype=torch.bool)
+    predicting[:, :-1] = ids[:, 1:] == SEG
+    w = phrase_token_weights(ids, predicting, SEG, OPEN, CLOSE)
+    assert w.shape == (5, 12)
+    expected = torch.zeros(5, 12)
+    expected[0, 2:4] = 0.5  # "a b"
+    expected[1, 8] = 1.0  # "d", not "a b" again
+    assert torch.equal(w, expected)  # the third [SEG] of row 0, row 1 and the unopened </p> of row 2: no phrase
+
+
+def test_seg_adapter_visual_readout_reads_each_states_own_video():
+    torch.manual_seed(0)
+    plain, reading = SegAdapter(32, 16), SegAdapter(32, 16, heads=4, num_visual=6)
+    reading.proj.load_state_dict(plain.proj.state_dict())
+    hidden, visual, rows = torch.randn(5, 32), torch.randn(2, 6, 32), torch.tensor([0, 0, 1, 1, 1])
+    # the readout starts at zero: the adapter starts as the paper's MLP
+    assert torch.equal(reading(hidden, visual, rows), plain(hidden))
+    with torch.no_grad():
+        reading.readout.weight.normal_()
+    before = reading(hidden, visual, rows)
+    changed = visual.clone()
+    changed[1] += torch.randn(6, 32)
+    after = reading(hidden, changed, rows)
+    assert torch.equal(after[:2], before[:2]) and not torch.allclose(after[2:], before[2:])
+    # one video for all states (inference) is the same as pointing every row at it
+    assert torch.allclose(reading(hidden, visual[1:]), reading(hidden, visual, torch.ones(5, dtype=torch.long)))
+    # the phrase's words steer where the state reads
+    phrase = torch.randn(5, 32)
+    assert not torch.allclose(reading(hidden, visual, rows, phrase), before)
+    with pytest.raises(ConfigError, match="visual tokens"):
+        reading(hidden)
+    with pytest.raises(ConfigError, match="built for 6 visual tokens"):
+        reading(hidden, torch.randn(1, 5, 32))
+    with pytest.raises(ConfigError, match="must divide"):
+        SegAdapter(32, 16, heads=3, num_visual=6)
 
 
 def test_clip_encoder_shapes(cfg):

@@ -1,5 +1,9 @@
 """Grounded generation of the tiny VideoGLaMM: KV cache vs recompute, [SEG] states, chat/segment, save/load."""
 
+import dataclasses
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +12,7 @@ from vglamm.errors import MissingWeightsError, NoTargetFoundError
 from vglamm.modeling import VideoGLaMM, VideoGLaMMConfig
 from vglamm.modeling.generation import position_ids_from_mask
 from vglamm.modeling.modeling_videoglamm import resolve_model_path
+from vglamm.sample import GroundedSample
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +150,35 @@ def test_missing_models_raise(tmp_path):
         resolve_model_path(tmp_path)
     with pytest.raises(MissingWeightsError, match="no model folder"):
         resolve_model_path("no-such-model-name")
+
+
+def test_visual_readout_prompts_agree_between_training_and_chat(monkeypatch):
+    """With the L->V adapter's visual readout (adapters.seg_attention_heads), the prompt a [SEG] gets in the training
+    forward (teacher forced) is the one chat gives it, and it depends on the video."""
+    torch.manual_seed(0)
+    cfg = VideoGLaMMConfig.tiny()
+    cfg.adapters.seg_attention_heads = 2
+    m = VideoGLaMM.from_config(cfg).eval()
+    with torch.no_grad():
+        m.seg_adapter.readout.weight.normal_()
+    text = "<p> a red box </p> [SEG]."
+    scripted(m, monkeypatch, text)
+    seen = []
+    real = m.pixel_decoder.predict_video
+    monkeypatch.setattr(m.pixel_decoder, "predict_video", lambda frames, prompts, **kw: (seen.append(prompts),
+                                                                                        real(frames, prompts, **kw))[1])
+    n = cfg.num_frames  # chat then gives the LLM the very frames of the training sample
+    frames = video(t=n)
+    m.chat(frames, "Where is the red box?", max_new_tokens=20)
+    monkeypatch.undo()
+    sample = GroundedSample(frames=frames, conversation=[{"role": "user", "content": "Where is the red box?"},
+                                                         {"role": "assistant", "content": text}],
+                            masks=np.zeros((1, n, 24, 32), bool))
+    with torch.no_grad():
+        trained = m(m.processor([sample]), decode_masks=False).seg_prompts
+        other = m(m.processor([dataclasses.replace(sample, frames=video(t=n, seed=5))]), decode_masks=False).seg_prompts
+    assert torch.allclose(seen[0], trained, atol=1e-4)
+    assert not torch.allclose(other, trained, atol=1e-3)
+    loaded = VideoGLaMM.from_pretrained(m.save_pretrained(Path(tempfile.mkdtemp()) / "m"))
+    assert loaded.cfg.adapters.seg_attention_heads == 2
+    assert torch.equal(loaded.seg_adapter.readout.weight, m.seg_adapter.readout.weight)

@@ -4,7 +4,8 @@
   frame's token grid. Parameters ``proj.0`` / ``proj.2`` correspond to the reference's ``mm_projector.{0,2}``
   (video) and ``image_mm_projector.{0,2}`` (CLIP).
 * :class:`SegAdapter` (L→V): Linear-ReLU-Linear from the LLM width to SAM2's prompt width. ``proj.0`` / ``proj.2``
-  correspond to the reference's ``text_hidden_fcs.0.{0,2}``.
+  correspond to the reference's ``text_hidden_fcs.0.{0,2}``. Optionally (not in the paper) the ``[SEG]`` state also
+  attends over the visual tokens the LLM saw, and what it reads there is added to the prompt.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vglamm.errors import ConfigError
 
 
 class VisionAdapter(nn.Module):
@@ -41,10 +44,30 @@ class VisionAdapter(nn.Module):
 
 
 class SegAdapter(nn.Module):
-    """Hidden states that predict ``[SEG]`` (…, D_llm) → SAM2 prompt tokens (…, seg_dim)."""
+    """Hidden states that predict ``[SEG]`` (N, D_llm) → SAM2 prompt tokens (N, seg_dim).
 
-    def __init__(self, in_dim: int, out_dim: int = 256):
+    ``heads > 0`` adds a visual readout: each state, with the words of its phrase, as a query, attends over its
+    video's visual tokens (the LLM's inputs, with a learnt embedding per token position) and the result, projected,
+    is added to the MLP's prompt.
+    The projection starts at zero, so the adapter starts as the paper's. Why: a phrase like "the car moving left"
+    points at an object by what the tokens at its place show (motion), while SAM2 needs what it looks like (colour,
+    category); the readout fetches the latter from where the former matches, which a small LLM trained from nothing
+    does not learn to do in its own layers (docs/design.md).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 256, *, heads: int = 0, num_visual: int = 0):
         super().__init__()
+        self.heads = heads
+        if heads:
+            if in_dim % heads:
+                raise ConfigError(f"adapters.seg_attention_heads={heads} must divide the LLM width {in_dim}")
+            self.query_norm, self.visual_norm = nn.LayerNorm(in_dim), nn.LayerNorm(in_dim)
+            self.visual_pos = nn.Parameter(torch.zeros(num_visual, in_dim))
+            self.phrase_proj = nn.Linear(in_dim, in_dim)
+            self.attn = nn.MultiheadAttention(in_dim, heads, batch_first=True)
+            self.readout = nn.Linear(in_dim, out_dim)
+            nn.init.zeros_(self.readout.weight)
+            nn.init.zeros_(self.readout.bias)
         self.proj = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(), nn.Linear(in_dim, out_dim))
         # Start with prompts of unit scale, like SAM2's own point embeddings (sin/cos features): torch's default
         # init gives ~0.2, and SAM2's decoder then learns to ignore the prompt and segment every salient object
@@ -54,5 +77,26 @@ class SegAdapter(nn.Module):
         for layer in (self.proj[0], self.proj[2]):
             nn.init.zeros_(layer.bias)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.proj(hidden.to(self.proj[0].weight.dtype))
+    def forward(self, hidden: torch.Tensor, visual: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+                phrase: torch.Tensor | None = None) -> torch.Tensor:
+        """``visual`` (B, V, D_llm): the visual tokens of each video; ``rows`` (N,): the video of each state (all
+        the first when None); ``phrase`` (N, D_llm): the mean input embedding of each state's phrase tokens
+        (``processing.phrase_token_weights``; zeros for a state without one). Used when ``heads > 0``, else ignored."""
+        hidden = hidden.to(self.proj[0].weight.dtype)
+        prompts = self.proj(hidden)
+        if not self.heads:
+            return prompts
+        if visual is None:
+            raise ConfigError("this L->V adapter reads the visual tokens (adapters.seg_attention_heads > 0): "
+                              "pass them with the [SEG] states")
+        visual = visual.to(hidden.dtype)
+        if visual.shape[1] != self.visual_pos.shape[0]:
+            raise ConfigError(f"the L->V adapter was built for {self.visual_pos.shape[0]} visual tokens per video, "
+                              f"got {visual.shape[1]}: keep num_frames and the adapters' pools of its config")
+        keys = self.visual_norm(visual + self.visual_pos)
+        keys = keys[rows] if rows is not None else keys[:1].expand(len(hidden), -1, -1)
+        query = self.query_norm(hidden)
+        if phrase is not None:  # the phrase's words as a bag: what to look for, read directly (docs/design.md)
+            query = query + self.phrase_proj(phrase.to(hidden.dtype))
+        read, _ = self.attn(query[:, None], keys, keys, need_weights=False)
+        return prompts + self.readout(read[:, 0])

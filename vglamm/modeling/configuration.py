@@ -72,11 +72,14 @@ class AdapterConfig:
 
     image_pool / video_pool: side of the pooled grid per frame (paper: CLIP 24→12, InternVideo2 16→8).
     seg_dim: width of the prompt token handed to SAM2 (its prompt-embedding width, 256).
+    seg_attention_heads: 0 = the paper's L→V MLP; > 0 adds a cross-attention readout of the visual tokens to it
+        (``SegAdapter``), with this many heads.
     """
 
     image_pool: int = 12
     video_pool: int = 8
     seg_dim: int = 256
+    seg_attention_heads: int = 0
 
 
 @dataclass
@@ -196,6 +199,9 @@ class VideoGLaMMConfig:
         if not 1 <= self.adapters.video_pool <= self.video_encoder.grid:
             raise ConfigError(f"adapters.video_pool={self.adapters.video_pool} must be in 1..{self.video_encoder.grid} "
                               "(the InternVideo2 token grid)")
+        if self.adapters.seg_attention_heads < 0:
+            raise ConfigError(f"adapters.seg_attention_heads={self.adapters.seg_attention_heads} must be >= 0 "
+                              "(0: the paper's L->V MLP)")
         if self.adapters.seg_dim != self.pixel_decoder.prompt_dim:
             raise ConfigError(f"adapters.seg_dim={self.adapters.seg_dim} must equal pixel_decoder.prompt_dim "
                               f"({self.pixel_decoder.prompt_dim})")

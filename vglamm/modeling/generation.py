@@ -22,11 +22,13 @@ from vglamm.modeling.language_model import LanguageModel
 
 @dataclass
 class GenerationResult:
-    """Per row: the generated token ids (stop token included when reached) and one hidden state per [SEG]."""
+    """Per row: the generated token ids (stop token included when reached) and one hidden state per [SEG];
+    ``visual_tokens`` (B, V, D): what the LLM saw of each video (set by ``VideoGLaMM.generate_grounded``)."""
 
     tokens: list[list[int]]
     seg_hidden: list[list[torch.Tensor]]
     finished: list[bool] = field(default_factory=list)
+    visual_tokens: torch.Tensor | None = None
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -31,8 +31,8 @@ from vglamm.modeling.image_encoder import CLIPImageEncoder
 from vglamm.modeling.language_model import END_OF_TURN, LanguageModel, build_tokenizer
 from vglamm.modeling.losses import mask_losses, next_token_loss, prompt_regression_loss
 from vglamm.modeling.pixel_decoder import SAM2PixelDecoder
-from vglamm.modeling.processing import (VideoGLaMMProcessor, clean_answer, gcg_prompt, referring_prompt,
-                                        seg_phrases)
+from vglamm.modeling.processing import (VideoGLaMMProcessor, clean_answer, gcg_prompt, phrase_token_weights,
+                                        referring_prompt, seg_phrases)
 from vglamm.modeling.video_encoder import InternVideo2Encoder, load_internvideo2_checkpoint
 
 WEIGHTS_NAME = "model.safetensors"
@@ -119,11 +119,13 @@ class VideoGLaMM(nn.Module):
         self.video_adapter = (VisionAdapter(video_encoder.out_dim, width, cfg.adapters.video_pool)
                               if cfg.use_video_encoder else None)
         self.language_model = language_model
-        self.seg_adapter = SegAdapter(width, cfg.adapters.seg_dim)
+        self.seg_adapter = SegAdapter(width, cfg.adapters.seg_dim, heads=cfg.adapters.seg_attention_heads,
+                                      num_visual=cfg.visual_tokens_per_video)
         self.pixel_decoder = pixel_decoder
         self.tokenizer = tokenizer
         self.processor = VideoGLaMMProcessor(tokenizer, cfg)
         self.seg_token_id = self.processor.seg_token_id
+        self.phrase_token_ids = tuple(tokenizer.convert_tokens_to_ids(t) for t in ("<p>", "</p>"))
         stops = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)}
         self.stop_token_ids = {s for s in stops if s is not None and s != tokenizer.unk_token_id}
         self.set_trainable()
@@ -298,7 +300,8 @@ class VideoGLaMM(nn.Module):
         expected = [int(n) for n in batch["num_seg"]]
         if per_row != expected:
             raise DataFormatError(f"[SEG] tokens per sample {per_row} differ from num_seg {expected}")
-        flat_prompts = self.seg_adapter(hidden[seg_mask])
+        flat_prompts = self.seg_adapter(hidden[seg_mask], visual, seg_mask.nonzero()[:, 0],
+                                        self._phrase_embeddings(ids, seg_mask, embeds))
         prompts = flat_prompts.split(per_row)
         prompt_loss = None
         if batch.get("prompt_targets") is not None:
@@ -322,6 +325,15 @@ class VideoGLaMM(nn.Module):
         return VideoGLaMMOutput(loss=loss, ce_loss=ce.detach(), bce_loss=bce.detach(), dice_loss=dice.detach(),
                                 logits=logits, mask_logits=mask_logits, prompt_loss=prompt_loss, visual_tokens=visual,
                                 seg_prompts=flat_prompts)
+
+    def _phrase_embeddings(self, ids: torch.Tensor, predicting: torch.Tensor, embeds: torch.Tensor):
+        """(N, D) mean input embedding of each [SEG]'s phrase tokens, for the L->V adapter's visual readout (None
+        when it has none)."""
+        if not self.seg_adapter.heads:
+            return None
+        weights = phrase_token_weights(ids, predicting, self.seg_token_id, *self.phrase_token_ids)
+        rows = predicting.nonzero()[:, 0]
+        return torch.bmm(weights.to(embeds)[:, None], embeds[rows])[:, 0]
 
     # ------------------------------------------------------------------ inference
     def _resolve_video(self, video) -> _VideoInput:
@@ -379,10 +391,12 @@ class VideoGLaMM(nn.Module):
         visual = self.encode_video(clip, vid)
         ids, mask = self._encode_prompts([self.processor.prompt_ids(p) for p in prompts])
         embeds, mask, _, _ = self.merge_inputs(ids, mask, visual)
-        return generate(self.language_model, embeds, mask, seg_token_id=self.seg_token_id,
-                        stop_token_ids=self.stop_token_ids, pad_token_id=self.processor.pad_token_id,
-                        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
-                        use_cache=use_cache, generator=generator)
+        result = generate(self.language_model, embeds, mask, seg_token_id=self.seg_token_id,
+                          stop_token_ids=self.stop_token_ids, pad_token_id=self.processor.pad_token_id,
+                          max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
+                          use_cache=use_cache, generator=generator)
+        result.visual_tokens = visual
+        return result
 
     @torch.no_grad()
     def chat_batch(self, videos: Sequence[Any], prompts: Sequence[str | None], *, max_new_tokens: int = 256,
@@ -408,14 +422,15 @@ class VideoGLaMM(nn.Module):
                                             generator=generator)
             # 4. [SEG] states → SAM2 prompts → masks of all objects in one streaming pass per video
             answers = []
-            for video, tokens, states, done in zip(inputs, result.tokens, result.seg_hidden, result.finished):
-                answers.append(self._answer(video, tokens, states, done, mode))
+            for i, (video, tokens, states, done) in enumerate(zip(inputs, result.tokens, result.seg_hidden,
+                                                                   result.finished)):
+                answers.append(self._answer(video, tokens, states, done, mode, result.visual_tokens[i:i + 1]))
             return answers
         finally:
             self.train(was_training)
 
     def _answer(self, video: _VideoInput, tokens: list[int], states: list[torch.Tensor], finished: bool,
-                mode: str) -> GroundedAnswer:
+                mode: str, visual: torch.Tensor) -> GroundedAnswer:
         raw = self.tokenizer.decode([t for t in tokens if t not in self.stop_token_ids], skip_special_tokens=False)
         answer = GroundedAnswer(text=clean_answer(raw), raw_text=raw, frame_indices=video.frame_indices,
                                 llm_frame_indices=video.llm_indices)
@@ -423,7 +438,13 @@ class VideoGLaMM(nn.Module):
             answer.reason = ("the answer contains no [SEG] token, so nothing was segmented"
                              + ("" if finished else " (generation stopped at max_new_tokens)"))
             return answer
-        prompts = self.seg_adapter(torch.stack(states))
+        phrase = None
+        if self.seg_adapter.heads:  # the answer's own tokens, one in front so a leading [SEG] has a position
+            ids = torch.tensor([[self.processor.pad_token_id] + tokens], device=self.device)
+            predicting = torch.zeros_like(ids, dtype=torch.bool)
+            predicting[0, :-1] = ids[0, 1:] == self.seg_token_id
+            phrase = self._phrase_embeddings(ids, predicting, self.language_model.embed(ids))
+        prompts = self.seg_adapter(torch.stack(states), visual, phrase=phrase)
         with self._sam_autocast():
             masks = self.pixel_decoder.predict_video(video.sam_stream(), prompts, out_size=video.size, mode=mode)
         phrases = seg_phrases(raw)

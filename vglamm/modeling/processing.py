@@ -67,6 +67,24 @@ def seg_phrases(raw: str) -> list[str]:
     return phrases
 
 
+def phrase_token_weights(ids: torch.Tensor, predicting: torch.Tensor, seg_id: int, open_id: int,
+                         close_id: int) -> torch.Tensor:
+    """(N, L) averaging weights over each ``[SEG]``'s phrase tokens, the ones inside the last ``<p> ... </p>`` since
+    the previous ``[SEG]``; a row of zeros for a ``[SEG]`` without one. ``ids`` (B, L) token ids and ``predicting``
+    (B, L) bool, True before each ``[SEG]``; rows come in the order of ``predicting.nonzero()``."""
+    rows = []
+    for b, k in predicting.nonzero().tolist():
+        row = ids[b, :k + 1].tolist()
+        weights = torch.zeros(ids.shape[1])
+        close = next((j for j in range(k, -1, -1) if row[j] in (close_id, seg_id)), None)
+        if close is not None and row[close] == close_id:
+            start = next((j for j in range(close - 1, -1, -1) if row[j] in (open_id, seg_id)), None)
+            if start is not None and row[start] == open_id and close - start > 1:
+                weights[start + 1:close] = 1.0 / (close - start - 1)
+        rows.append(weights)
+    return torch.stack(rows) if rows else torch.zeros(0, ids.shape[1])
+
+
 # ------------------------------------------------------------------------------------------- pixels
 def llm_frame_indices(num_source: int, num_frames: int) -> np.ndarray:
     """Indices of the frames the LLM sees: ``num_frames`` uniform, the last repeated when the clip is shorter."""
