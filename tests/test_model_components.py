@@ -86,9 +86,13 @@ def test_processor_layout_labels_and_pixels(cfg, tokenizer):
     assert batch["clip_pixels"].shape == (2, n, 3, 64, 64)
     assert batch["video_pixels"].shape == (2, n, 3, 56, 56)
     assert batch["sam_pixels"][0].shape == (5, 3, 128, 128)
-    assert batch["target_masks"][0].shape == (2, 5, 32, 32)
-    assert batch["target_masks"][1].shape == (1, 5, 32, 32)
-    assert set(batch["target_masks"][0].unique().tolist()) <= {0.0, 1.0}
+    # the losses see the masks at the video's own size (the reference's), or at SAM2's low-res size (S/4)
+    assert batch["target_masks"][0].shape == (2, 5, 20, 24)
+    assert batch["target_masks"][1].shape == (1, 5, 20, 24)
+    assert torch.equal(batch["target_masks"][0].bool(), torch.as_tensor(_sample().masks))
+    low = VideoGLaMMProcessor(tokenizer, VideoGLaMMConfig.tiny(mask_target="lowres"))([_sample()])["target_masks"][0]
+    assert low.shape == (2, 5, 32, 32)
+    assert set(low.unique().tolist()) == {0.0, 1.0}
 
 
 def test_processor_rejects_mask_count_mismatch(cfg, tokenizer):
