@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from vglamm.errors import ConfigError, MaskError, MissingWeightsError
 from vglamm.modeling.conv_trunk import ConvTrunk
-from vglamm.modeling.pixel_decoder import FrameFeatures, PixelDecoderConfig, SAM2PixelDecoder
+from vglamm.modeling.pixel_decoder import FrameFeatures, PixelDecoderConfig, SAM2PixelDecoder, remove_small_regions
 
 T, N, H, W = 5, 3, 36, 52
 
@@ -111,6 +111,36 @@ def test_predict_video_streams_like_decode(decoder, frames, features, prompts, m
     assert torch.equal(streamed, expected)
     whole = decoder.predict_video(frames, prompts, (H, W), mode=mode, chunk=8)
     assert torch.equal(whole, expected)
+
+
+def test_remove_small_regions_fills_holes_and_clears_specks():
+    scores = torch.full((1, 2, 16, 16), -3.0)
+    scores[0, 0, 2:10, 2:10] = 2.0  # a 64-pixel object ...
+    scores[0, 0, 5:7, 5:7] = -1.0  # ... with a 4-pixel hole
+    scores[0, 0, 13:15, 12:15] = 1.5  # a 6-pixel speck
+    scores[0, 1] = scores[0, 0].flip(-1)
+    cleaned = remove_small_regions(scores, max_hole_area=4, max_sprinkle_area=6)
+    expected = torch.zeros(16, 16, dtype=torch.bool)
+    expected[2:10, 2:10] = True
+    assert torch.equal(cleaned[0, 0] > 0, expected) and torch.equal(cleaned[0, 1] > 0, expected.flip(-1))
+    untouched = (scores > 0) == (cleaned > 0)
+    assert torch.equal(cleaned[untouched], scores[untouched])  # scores change only where a region flips
+    smaller = remove_small_regions(scores, max_hole_area=3, max_sprinkle_area=5)
+    assert torch.equal(smaller, scores)  # each region is one pixel over its limit
+    assert remove_small_regions(scores, 0, 0) is scores
+    with pytest.raises(ConfigError):
+        PixelDecoderConfig(max_hole_area=-1).validate()
+
+
+def test_predict_video_cleans_masks_as_configured(frames, prompts):
+    torch.manual_seed(0)
+    plain = SAM2PixelDecoder(PixelDecoderConfig.tiny()).eval()
+    raw = plain.predict_video(frames, prompts, (H, W), mode="framewise")
+    assert raw.any()
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(PixelDecoderConfig.tiny(), max_sprinkle_area=32 * 32)  # every region is a speck
+    cleaning = SAM2PixelDecoder(cfg).eval()
+    assert not cleaning.predict_video(frames, prompts, (H, W), mode="framewise").any()
 
 
 def test_temporal_memory_is_bounded(decoder, prompts):

@@ -38,7 +38,7 @@ from torch import nn
 from vglamm.errors import ConfigError, MaskError, MissingWeightsError
 from vglamm.modeling.constants import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["PixelDecoderConfig", "FrameFeatures", "SAM2PixelDecoder", "load_sam2_checkpoint"]
+__all__ = ["PixelDecoderConfig", "FrameFeatures", "SAM2PixelDecoder", "load_sam2_checkpoint", "remove_small_regions"]
 
 # SAM2 marks "object absent" with this logit (sam2.modeling.sam2_base.NO_OBJ_SCORE).
 _NO_OBJ_SCORE = -1024.0
@@ -58,6 +58,9 @@ class PixelDecoderConfig:
     prompt_dim: width of the prompt token = SAM2's model width (the neck's ``d_model``; 256 in every bundled
         config, smaller in ``nano()``). Checked against the composed config.
     hydra_overrides: extra Hydra overrides applied to ``sam2_config`` (``++model.key=value``).
+    max_hole_area / max_sprinkle_area: SAM2's mask clean-up (its predictors' settings of these names), in pixels of
+        the low-res logits: background holes and foreground specks up to this area are flipped before the masks
+        are upsampled. Inference only (``predict_video``); 0 = off, as in the paper's setup.
     """
 
     sam2_config: str = "configs/sam2/sam2_hiera_l.yaml"
@@ -67,6 +70,8 @@ class PixelDecoderConfig:
     prompt_every_frame: bool = True
     encode_batch: int = 8  # frames per image-encoder call in encode_frames
     hydra_overrides: list[str] = field(default_factory=list)
+    max_hole_area: int = 0
+    max_sprinkle_area: int = 0
 
     @classmethod
     def tiny(cls) -> "PixelDecoderConfig":
@@ -105,6 +110,9 @@ class PixelDecoderConfig:
             raise ConfigError(f"image_size must be a positive multiple of 16, got {self.image_size}")
         if self.encode_batch < 1:
             raise ConfigError(f"encode_batch must be >= 1, got {self.encode_batch}")
+        if min(self.max_hole_area, self.max_sprinkle_area) < 0:
+            raise ConfigError(f"max_hole_area and max_sprinkle_area must be >= 0 (0: off), got "
+                              f"{self.max_hole_area} and {self.max_sprinkle_area}")
         width = self.model_width()
         if self.prompt_dim != width:
             raise ConfigError(
@@ -532,11 +540,38 @@ class SAM2PixelDecoder(nn.Module):
                 steps = [self._temporal_step(state, feats.frame(i), prompts, t + i) for i in range(feats.num_frames)]
                 logits = torch.stack(steps, dim=1)
             t += feats.num_frames
+            logits = remove_small_regions(logits, self.cfg.max_hole_area, self.cfg.max_sprinkle_area)
             up = F.interpolate(logits, size=(out_h, out_w), mode="bilinear", align_corners=False)
             masks.append((up > 0).cpu())
         if not masks:
             raise MaskError("predict_video got no frames")
         return torch.cat(masks, dim=1)
+
+
+def remove_small_regions(logits: torch.Tensor, max_hole_area: int, max_sprinkle_area: int) -> torch.Tensor:
+    """SAM2's clean-up of mask logits (..., h, w): background components (holes) of at most ``max_hole_area``
+    pixels get the score 0.1, then foreground components (specks) of at most ``max_sprinkle_area`` get -0.1.
+    8-connected components from OpenCV on the CPU (sam2's own kernel needs its CUDA extension); 0 = off."""
+    if max_hole_area <= 0 and max_sprinkle_area <= 0:
+        return logits
+    shape = logits.shape
+    flat = logits.reshape(-1, *shape[-2:]).float().cpu().numpy().copy()
+    for scores in flat:
+        if max_hole_area > 0:
+            scores[_small_components(scores <= 0, max_hole_area)] = 0.1
+        if max_sprinkle_area > 0:
+            scores[_small_components(scores > 0, max_sprinkle_area)] = -0.1
+    return torch.from_numpy(flat).reshape(shape).to(device=logits.device, dtype=logits.dtype)
+
+
+def _small_components(region: np.ndarray, max_area: int) -> np.ndarray:
+    """Pixels of ``region`` (bool (h, w)) in 8-connected components of at most ``max_area`` pixels."""
+    import cv2
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
+    small = stats[:, cv2.CC_STAT_AREA] <= max_area
+    small[0] = False  # label 0 is everything outside the region
+    return small[labels]
 
 
 def _chunks(frames, size: int) -> Iterator[torch.Tensor]:
