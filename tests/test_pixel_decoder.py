@@ -314,6 +314,22 @@ def test_nano_predict_video_streams_like_decode(nano, frames, nano_features, nan
     assert torch.equal(streamed, expected)
 
 
+@pytest.mark.parametrize("mode", ["framewise", "temporal"])
+def test_decode_many_equals_each_clip_alone(nano, frames, nano_prompts, mode):
+    """Clips of several lengths and object counts (none too): batched propagation changes no clip's logits."""
+    clips = [frames, frames[::-1].copy(), frames[:3], frames[1:4]]
+    with torch.no_grad():
+        feats = [nano.encode_frames(nano.preprocess(c)) for c in clips]
+        prompts = [nano_prompts, nano_prompts[1:], nano_prompts[:0], nano_prompts[:2]]
+        many = nano.decode_many(feats, prompts, mode=mode)
+        for f, p, got in zip(feats, prompts, many):
+            alone = nano.decode(f, p, mode=mode)
+            assert got.shape == alone.shape == (len(p), f.num_frames, 32, 32)
+            assert torch.allclose(got, alone, atol=1e-4)
+    with pytest.raises(ConfigError):
+        nano.decode_many(feats, prompts[:2], mode=mode)
+
+
 def test_report_tiny_vs_nano_train_step(decoder, nano):
     """Prints parameter counts and CPU forward+backward time per 4-frame clip; asserts nothing about them."""
     pixels = torch.randn(4, 3, 128, 128, generator=torch.Generator().manual_seed(5))

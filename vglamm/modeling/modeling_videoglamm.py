@@ -306,15 +306,14 @@ class VideoGLaMM(nn.Module):
         prompt_loss = None
         if batch.get("prompt_targets") is not None:
             prompt_loss = prompt_regression_loss(flat_prompts, batch["prompt_targets"])
-        # 4. Masks: SAM2 features once per sample, every object decoded against them
+        # 4. Masks: SAM2 features once per sample, every object of the batch decoded against its own sample's
         mask_logits, targets = [], []
-        for i, n in enumerate(per_row):
-            if n == 0 or not decode_masks:
-                continue
+        rows = [i for i, n in enumerate(per_row) if n and decode_masks]
+        with self._sam_autocast():
+            features = [self.pixel_decoder.encode_frames(batch["sam_pixels"][i].to(self.device)) for i in rows]
+            decoded = self.pixel_decoder.decode_many(features, [prompts[i] for i in rows], mode=mode)
+        for i, lg in zip(rows, decoded):
             target = batch["target_masks"][i].to(self.device)
-            with self._sam_autocast():
-                features = self.pixel_decoder.encode_frames(batch["sam_pixels"][i].to(self.device))
-                lg = self.pixel_decoder.decode(features, prompts[i], mode=mode)
             if lg.shape[-2:] != target.shape[-2:]:
                 lg = nn.functional.interpolate(lg.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
             mask_logits.append(lg)

@@ -214,6 +214,12 @@ class FrameFeatures:
         )
 
     @staticmethod
+    def expand(one: "FrameFeatures", n: int) -> "FrameFeatures":
+        """Features of one frame (T = 1) repeated for n objects (a view, no copy)."""
+        return FrameFeatures(one.image_embed.expand(n, -1, -1, -1), [x.expand(n, -1, -1, -1) for x in one.high_res],
+                             one.pos_embed.expand(n, -1, -1, -1))
+
+    @staticmethod
     def cat(parts: Sequence["FrameFeatures"]) -> "FrameFeatures":
         return FrameFeatures(
             torch.cat([p.image_embed for p in parts]),
@@ -405,6 +411,8 @@ class SAM2PixelDecoder(nn.Module):
     def decode(self, features: FrameFeatures, prompts: torch.Tensor, mode: str = "framewise") -> torch.Tensor:
         """Differentiable decode. prompts (N,prompt_dim) -> low-res logits (N,T,S/4,S/4), not thresholded."""
         prompts = self._check_prompts(prompts)
+        if mode in ("framewise", "temporal") and len(prompts) == 0:
+            return prompts.new_zeros(0, features.num_frames, self.low_res_size, self.low_res_size)
         if mode == "framewise":
             return self._decode_framewise(features, prompts)
         if mode == "temporal":
@@ -412,6 +420,34 @@ class SAM2PixelDecoder(nn.Module):
             outs = [self._temporal_step(state, features.frame(t), prompts, t) for t in range(features.num_frames)]
             return torch.stack(outs, dim=1)
         raise ConfigError(f"mode must be 'framewise' or 'temporal', got {mode!r}")
+
+    def decode_many(self, features: Sequence[FrameFeatures], prompts: Sequence[torch.Tensor],
+                    mode: str = "framewise") -> list[torch.Tensor]:
+        """``decode`` of several clips, each with its own objects -> one (N_i,T_i,S/4,S/4) per clip, equal to
+        decoding each alone. In temporal mode the objects of clips of the same length propagate as one batch (each
+        object reading its own clip's features), so a training batch pays SAM2's per-frame steps once, not once
+        per clip."""
+        if len(features) != len(prompts):
+            raise ConfigError(f"got {len(features)} clips' features but {len(prompts)} prompt sets")
+        prompts = [self._check_prompts(p) for p in prompts]
+        out = [self.decode(f, p, mode=mode) if mode != "temporal" or not len(p) else None
+               for f, p in zip(features, prompts)]
+        by_length: dict[int, list[int]] = {}
+        for i, f in enumerate(features):
+            if out[i] is None:
+                by_length.setdefault(f.num_frames, []).append(i)
+        for length, clips in by_length.items():
+            counts = [len(prompts[i]) for i in clips]
+
+            def per_object(t: int) -> FrameFeatures:  # frame t of every object's own clip
+                return FrameFeatures.cat([FrameFeatures.expand(features[i].frame(t), n) for i, n in zip(clips, counts)])
+
+            state = self._new_temporal_state()
+            batch = torch.cat([prompts[i] for i in clips])
+            logits = torch.stack([self._temporal_step(state, per_object(t), batch, t) for t in range(length)], dim=1)
+            for i, part in zip(clips, logits.split(counts)):
+                out[i] = part
+        return out
 
     def _check_prompts(self, prompts: torch.Tensor) -> torch.Tensor:
         if prompts.ndim != 2 or prompts.shape[1] != self.cfg.prompt_dim:
