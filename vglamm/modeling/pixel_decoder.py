@@ -411,15 +411,15 @@ class SAM2PixelDecoder(nn.Module):
     def decode(self, features: FrameFeatures, prompts: torch.Tensor, mode: str = "framewise") -> torch.Tensor:
         """Differentiable decode. prompts (N,prompt_dim) -> low-res logits (N,T,S/4,S/4), not thresholded."""
         prompts = self._check_prompts(prompts)
-        if mode in ("framewise", "temporal") and len(prompts) == 0:
+        if mode not in ("framewise", "temporal"):
+            raise ConfigError(f"mode must be 'framewise' or 'temporal', got {mode!r}")
+        if len(prompts) == 0:
             return prompts.new_zeros(0, features.num_frames, self.low_res_size, self.low_res_size)
         if mode == "framewise":
             return self._decode_framewise(features, prompts)
-        if mode == "temporal":
-            state = self._new_temporal_state()
-            outs = [self._temporal_step(state, features.frame(t), prompts, t) for t in range(features.num_frames)]
-            return torch.stack(outs, dim=1)
-        raise ConfigError(f"mode must be 'framewise' or 'temporal', got {mode!r}")
+        state = self._new_temporal_state()
+        outs = [self._temporal_step(state, features.frame(t), prompts, t) for t in range(features.num_frames)]
+        return torch.stack(outs, dim=1)
 
     def decode_many(self, features: Sequence[FrameFeatures], prompts: Sequence[torch.Tensor],
                     mode: str = "framewise") -> list[torch.Tensor]:
