@@ -169,6 +169,10 @@ def test_recipe_overrides_and_errors(tmp_path):
     bad["stages"][0] = {"name": "s", "decode_masks": "no", "datasets": bad["stages"][0]["datasets"], "steps": 1}
     with pytest.raises(ConfigError, match="decode_masks must be true or false"):
         TrainConfig.from_dict(bad)
+    for frames in (0, "4", True):
+        bad["stages"][0] = {"name": "s", "mask_frames": frames, "datasets": bad["stages"][0]["datasets"], "steps": 1}
+        with pytest.raises(ConfigError, match="mask_frames must be a whole number"):
+            TrainConfig.from_dict(bad)
     with pytest.raises(ConfigError, match="has no `steps`"):
         TrainConfig.from_dict({**recipe(tmp_path), "stages": [{"name": "s", "datasets": []}]})
     with pytest.raises(ConfigError, match="model override"):
@@ -179,6 +183,46 @@ def test_recipe_overrides_and_errors(tmp_path):
         train(TrainConfig.from_dict(bad), progress=False)
     with pytest.raises(MissingWeightsError, match="no complete checkpoint"):
         latest_checkpoint(tmp_path / "empty")
+
+
+def test_mask_frames_subsample_sam2_frames_and_their_masks_alike():
+    import numpy as np
+
+    from training.synthetic import SyntheticDataset
+    from training.trainer import subsample_mask_frames
+
+    model = initial_model(recipe("unused"))
+    samples = [SyntheticDataset(4, exprs_per_sample=2)[i] for i in (0, 1)]
+    whole = model.processor(samples)
+    batch = subsample_mask_frames(model.processor(samples), 3, np.random.default_rng(0))
+    assert [len(p) for p in batch["sam_pixels"]] == [3, 3]
+    for cut, full, cut_masks, full_masks in zip(batch["sam_pixels"], whole["sam_pixels"], batch["target_masks"],
+                                                whole["target_masks"]):
+        # each kept frame is one of the clip's, in order, and its masks are that frame's masks
+        kept = [next(t for t in range(len(full)) if torch.equal(full[t], frame)) for frame in cut]
+        assert kept == sorted(set(kept))
+        assert torch.equal(cut_masks, full_masks[:, kept])
+    for key in ("clip_pixels", "video_pixels", "input_ids", "labels"):  # the LLM still sees every frame
+        assert torch.equal(batch[key], whole[key]), key
+    short = subsample_mask_frames(model.processor(samples), 99, np.random.default_rng(0))
+    assert all(torch.equal(a, b) for a, b in zip(short["sam_pixels"], whole["sam_pixels"]))
+
+
+def test_a_stage_with_mask_frames_decodes_that_many_frames(tmp_path, monkeypatch):
+    from vglamm.modeling import VideoGLaMM
+
+    seen = []
+    forward = VideoGLaMM.forward
+
+    def spy(self, batch, **kw):
+        seen.append(([len(p) for p in batch["sam_pixels"]], [m.shape[1] for m in batch["target_masks"]]))
+        return forward(self, batch, **kw)
+
+    monkeypatch.setattr(VideoGLaMM, "forward", spy)
+    d = recipe(tmp_path, steps=2)
+    d["stages"][0]["mask_frames"] = 2
+    train(TrainConfig.from_dict(d), progress=False)
+    assert seen and all(frames == masks == [2] for frames, masks in seen)
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "training" / "configs").glob("*.yaml")), ids=lambda p: p.name)

@@ -36,6 +36,9 @@ class StageSpec:
     # onto stage 0's descriptions and the token probe only, ~4x cheaper per sample on a CPU. For a stage that
     # teaches the language side which object an expression means before SAM2 and the LLM train together.
     decode_masks: bool = True
+    # SAM2 decodes this many of each sample's frames (a sorted random subset, new every step) for the mask losses,
+    # while the LLM sees them all: SAM2's per-frame steps are most of a CPU step. None: every frame.
+    mask_frames: int | None = None
 
 
 @dataclass
@@ -97,6 +100,10 @@ class TrainConfig:
             if not isinstance(stage.decode_masks, bool):
                 raise ConfigError(f"stage '{stage.name}': decode_masks must be true or false, not "
                                   f"{stage.decode_masks!r}")
+            if stage.mask_frames is not None and (isinstance(stage.mask_frames, bool)
+                                                  or not isinstance(stage.mask_frames, int) or stage.mask_frames < 1):
+                raise ConfigError(f"stage '{stage.name}': mask_frames must be a whole number >= 1 or null, not "
+                                  f"{stage.mask_frames!r}")
         if self.backend not in ("torch", "deepspeed"):
             raise ConfigError(f"backend must be 'torch' or 'deepspeed', not {self.backend!r}")
         if self.precision not in ("fp32", "bf16"):

@@ -124,6 +124,16 @@ def to_device(batch, device):
     return batch
 
 
+def subsample_mask_frames(batch: dict, frames: int, rng: np.random.Generator) -> dict:
+    """Keep ``frames`` of each sample's SAM2 frames and target masks (a sorted random subset; all of a shorter
+    clip), leaving the LLM's inputs whole. -> the batch, changed in place."""
+    keep = [np.sort(rng.choice(len(p), frames, replace=False)) if len(p) > frames else np.arange(len(p))
+            for p in batch["sam_pixels"]]
+    batch["sam_pixels"] = [p[torch.as_tensor(k)] for p, k in zip(batch["sam_pixels"], keep)]
+    batch["target_masks"] = [m[:, torch.as_tensor(k)] for m, k in zip(batch["target_masks"], keep)]
+    return batch
+
+
 def _distributed_env() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
@@ -362,7 +372,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     for step in bar:
         seed_everything(cfg.seed, step, rank)
         stage = cfg.stage_index(step)
-        mixture, decode_masks = stage_data[stage], cfg.stages[stage].decode_masks
+        mixture, decode_masks, mask_frames = (stage_data[stage], cfg.stages[stage].decode_masks,
+                                              cfg.stages[stage].mask_frames)
         t0 = time.perf_counter()
         totals: dict[str, float] = {}
         for micro in range(o.grad_accum):
@@ -370,7 +381,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
             samples = [mixture[first + j] for j in range(o.batch_size)]
             if distill:
                 attach_prompt_targets(teacher, samples, distill_kinds, distill_onto)
-            batch = to_device(model.processor(samples), device)
+            batch = model.processor(samples)
+            if mask_frames and decode_masks:
+                subsample_mask_frames(batch, mask_frames, np.random.default_rng([cfg.seed, step, rank, micro]))
+            batch = to_device(batch, device)
             with autocast:
                 out = (engine or model)(batch, decode_masks=decode_masks)
             parts = {k: getattr(out, k) for k in ("ce_loss", "bce_loss", "dice_loss", "prompt_loss")}
