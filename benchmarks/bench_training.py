@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from training.recipe import load_recipe
-from training.trainer import build_model, build_stage_data, new_token_probe, seed_everything, subsample_mask_frames
+from training.trainer import (Objectives, build_model, build_stage_data, micro_batch_loss, new_token_probe,
+                              seed_everything)
 
 
 def stage0_step(model, phase, prompts, step: int) -> dict:
@@ -35,33 +36,17 @@ def stage0_step(model, phase, prompts, step: int) -> dict:
     return {"forward": t1 - t0, "backward": t2 - t1}
 
 
-def stage_step(model, cfg, stage: int, mixture, teacher, probe, step: int) -> dict:
-    """One micro-batch as `training.trainer.train` takes it (grad_accum micro-batches make a step)."""
-    from training.synthetic.prompt_pretrain import attach_prompt_targets, description_loss
-
-    spec, o = cfg.stages[stage], cfg.optim
-    stage0 = cfg.prompt_pretrain_config()
+def stage_step(model, cfg, stage: int, mixture, objectives: Objectives, step: int) -> dict:
+    """One micro-batch as `training.trainer.train` takes it (`micro_batch_loss`; grad_accum of them make a step)."""
     seed_everything(cfg.seed, step, 0)
     t = {"data": time.perf_counter()}
-    samples = [mixture[step * o.batch_size + j] for j in range(o.batch_size)]
-    if stage0 is not None and stage0.distill_weight:
-        attach_prompt_targets(teacher, samples, stage0.distill_kinds, stage0.distill_onto)
-    batch = model.processor(samples)
-    if spec.mask_frames and spec.decode_masks:
-        subsample_mask_frames(batch, spec.mask_frames, np.random.default_rng(step))
-    t["forward"] = time.perf_counter()
-    out = model(batch, decode_masks=spec.decode_masks)
-    loss = out.loss + (out.prompt_loss if out.prompt_loss is not None else 0.0)
-    t["rehearsal"] = time.perf_counter()
-    if stage0 is not None and stage0.rehearse_weight and spec.decode_masks:
-        rehearse, _, _ = description_loss(model.pixel_decoder, teacher, stage0, step, np.random.default_rng(step))
-        loss = loss + stage0.rehearse_weight * rehearse
-    t["probe"] = time.perf_counter()
-    if probe is not None:
-        net, pool = probe
-        part = net.loss(out.visual_tokens[:, -model.cfg.num_frames * pool ** 2:], samples, pool)
-        loss = loss + (part if part is not None else 0.0)
-    t["backward"] = time.perf_counter()
+
+    def mark(part: str) -> None:
+        t[part] = time.perf_counter()
+
+    samples = [mixture[step * cfg.optim.batch_size + j] for j in range(cfg.optim.batch_size)]
+    loss, _ = micro_batch_loss(model, samples, cfg.stages[stage], objectives, cfg, step=step, mark=mark)
+    mark("backward")
     loss.backward()
     model.zero_grad(set_to_none=True)
     end = time.perf_counter()
@@ -87,15 +72,16 @@ def main() -> None:
     seed_everything(cfg.seed)
     model = build_model(cfg).train()
     stage0 = cfg.prompt_pretrain_config()
-    teacher = probe = None
+    objectives = Objectives()
     rows = []  # (part, steps, times)
     if stage0 is not None:
         from training.synthetic.prompt_pretrain import AttributePrompts
 
         prompts = AttributePrompts(model.pixel_decoder.cfg.prompt_dim)  # trained in stage 0
         teacher = AttributePrompts(model.pixel_decoder.cfg.prompt_dim).requires_grad_(False)  # frozen after it
+        objectives = Objectives(stage0, teacher)
         if stage0.token_probe_weight:
-            probe = new_token_probe(cfg, model, torch.device("cpu"))
+            objectives.probe, objectives.probe_pool = new_token_probe(cfg, model, torch.device("cpu"))
         phases = [stage0] + ([stage0.refined()] if stage0.refine else [])
         for i, phase in enumerate(phases):
             times = mean_times(lambda s: stage0_step(model, phase, prompts, s), args.steps)
@@ -104,7 +90,7 @@ def main() -> None:
                          phase.steps, times))
     data = build_stage_data(cfg, rank=0)
     for i, spec in enumerate(cfg.stages):
-        times = mean_times(lambda s: stage_step(model, cfg, i, data[i], teacher, probe, s), args.steps)
+        times = mean_times(lambda s: stage_step(model, cfg, i, data[i], objectives, s), args.steps)
         times = {k: v * cfg.optim.grad_accum for k, v in times.items()}
         frames = f", SAM2 on {spec.mask_frames} frames" if spec.mask_frames and spec.decode_masks else ""
         what = "language only" if not spec.decode_masks else f"{cfg.optim.batch_size} clips{frames}"

@@ -19,7 +19,9 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -182,6 +184,65 @@ def new_token_probe(cfg: TrainConfig, model, device):
     return probe, a.video_pool if model.cfg.use_video_encoder else a.image_pool
 
 
+# ----------------------------------------------------------------------------------------------- one micro-batch
+@dataclass
+class Objectives:
+    """What the recipe's stage 0 adds to the model's own loss (CE + BCE + Dice) in the later stages: the [SEG]
+    prompts pulled towards stage 0's descriptions (``teacher``), rehearsal of stage 0 itself, and the token probe."""
+
+    stage0: Any = None  # PromptPretrainConfig, or None for a recipe without stage 0
+    teacher: Any = None  # stage 0's descriptions (a frozen AttributePrompts)
+    probe: Any = None  # TokenProbe heads, or None
+    probe_pool: int = 0  # the grid side of the visual-token stream the probe reads
+
+    @property
+    def distill(self) -> float:
+        return self.stage0.distill_weight if self.stage0 is not None else 0.0
+
+    @property
+    def rehearse(self) -> float:
+        return self.stage0.rehearse_weight if self.stage0 is not None else 0.0
+
+
+def micro_batch_loss(model, samples: list, spec, objectives: Objectives, cfg: TrainConfig, *, step: int,
+                     micro: int = 0, rank: int = 0, world: int = 1, device=torch.device("cpu"), forward=None,
+                     autocast=None, mark: Callable[[str], None] = lambda part: None):
+    """The loss of one micro-batch of stage ``spec`` as the loop takes it, and its parts (tensors or None, for the
+    log). Every random number it draws is a function of (seed, step, rank, micro) only, so resume stays exact.
+
+    ``forward``: what runs the model (a DeepSpeed engine), ``model`` itself by default; ``mark(part)`` is called as
+    the forward, rehearsal and probe parts start (benchmarks/bench_training.py times them)."""
+    ob = objectives
+    if ob.distill:
+        from training.synthetic.prompt_pretrain import attach_prompt_targets
+
+        attach_prompt_targets(ob.teacher, samples, ob.stage0.distill_kinds, ob.stage0.distill_onto)
+    batch = model.processor(samples)
+    if spec.mask_frames and spec.decode_masks:
+        subsample_mask_frames(batch, spec.mask_frames, np.random.default_rng([cfg.seed, step, rank, micro]))
+    batch = to_device(batch, device)
+    mark("forward")
+    with autocast or contextlib.nullcontext():
+        out = (forward or model)(batch, decode_masks=spec.decode_masks)
+    parts = {k: getattr(out, k) for k in ("ce_loss", "bce_loss", "dice_loss", "prompt_loss")}
+    loss = out.loss + ob.distill * out.prompt_loss if out.prompt_loss is not None else out.loss
+    mark("rehearsal")
+    if ob.rehearse and spec.decode_masks:  # one stage-0 clip per micro-batch, its own seeded frames and descriptions
+        from training.synthetic.prompt_pretrain import description_loss
+
+        index = (step * cfg.optim.grad_accum + micro) * world + rank
+        parts["rehearse_loss"], _, _ = description_loss(model.pixel_decoder, ob.teacher, ob.stage0, index,
+                                                        np.random.default_rng([cfg.seed, index]))
+        loss = loss + ob.rehearse * parts["rehearse_loss"]
+    mark("probe")
+    if ob.probe is not None:  # the last stream's tokens: per frame, a probe_pool x probe_pool grid
+        stream = out.visual_tokens[:, -model.cfg.num_frames * ob.probe_pool ** 2:]
+        parts["probe_loss"] = ob.probe.loss(stream, samples, ob.probe_pool)
+        if parts["probe_loss"] is not None:
+            loss = loss + ob.stage0.token_probe_weight * parts["probe_loss"]
+    return loss, parts
+
+
 # ----------------------------------------------------------------------------------------------- stage 0
 PROMPT_PRETRAIN_FILE = "prompt_pretrain/pixel_decoder.safetensors"
 ATTRIBUTE_PROMPTS_FILE = "attribute_prompts.safetensors"  # stage 0's learnt descriptions, next to its SAM2 weights
@@ -322,22 +383,20 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     # 1. Model and data.
     seed_everything(cfg.seed)  # model initialisation is identical on every rank and every resume
     model = build_model(cfg).to(device)
-    teacher, distill, rehearse, probe = None, 0.0, 0.0, None
+    objectives = Objectives()
     if cfg.prompt_pretrain is not None:  # stage 0: SAM2 learns to follow prompts before the LLM talks to it
         teacher = prompt_pretrain_stage(cfg, model, out_dir, rank, resuming=resume is not None, progress=progress)
-        stage0 = cfg.prompt_pretrain_config()
-        distill, distill_kinds, distill_onto = stage0.distill_weight, stage0.distill_kinds, stage0.distill_onto
-        rehearse = stage0.rehearse_weight
-        if (distill or rehearse) and teacher is None:
+        objectives = Objectives(cfg.prompt_pretrain_config(), teacher)
+        if (objectives.distill or objectives.rehearse) and teacher is None:
             raise MissingWeightsError(f"prompt_pretrain.distill_weight and rehearse_weight need stage 0's "
                                       f"descriptions, {out_dir / PROMPT_PRETRAIN_FILE} has none beside it "
                                       f"({ATTRIBUTE_PROMPTS_FILE}): run stage 0 again in a fresh out_dir")
-        from training.synthetic.prompt_pretrain import attach_prompt_targets, description_loss
-        if stage0.token_probe_weight:  # linear heads on the visual tokens, trained alongside (kept in checkpoints)
+        if objectives.stage0.token_probe_weight:  # linear heads on the visual tokens (kept in checkpoints)
             if cfg.backend == "deepspeed":
                 raise ConfigError("prompt_pretrain.token_probe_weight trains heads outside the model, which the "
                                   "deepspeed backend does not see: use backend: torch")
-            probe, probe_pool = new_token_probe(cfg, model, device)
+            objectives.probe, objectives.probe_pool = new_token_probe(cfg, model, device)
+    probe = objectives.probe
     stage_data = build_stage_data(cfg, rank)
 
     # 2. Optimiser over the trainable parameters only (frozen ones get no state), and the schedule.
@@ -372,33 +431,14 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     for step in bar:
         seed_everything(cfg.seed, step, rank)
         stage = cfg.stage_index(step)
-        mixture, decode_masks, mask_frames = (stage_data[stage], cfg.stages[stage].decode_masks,
-                                              cfg.stages[stage].mask_frames)
+        spec, mixture = cfg.stages[stage], stage_data[stage]
         t0 = time.perf_counter()
         totals: dict[str, float] = {}
         for micro in range(o.grad_accum):
             first = (step * o.grad_accum + micro) * o.batch_size
             samples = [mixture[first + j] for j in range(o.batch_size)]
-            if distill:
-                attach_prompt_targets(teacher, samples, distill_kinds, distill_onto)
-            batch = model.processor(samples)
-            if mask_frames and decode_masks:
-                subsample_mask_frames(batch, mask_frames, np.random.default_rng([cfg.seed, step, rank, micro]))
-            batch = to_device(batch, device)
-            with autocast:
-                out = (engine or model)(batch, decode_masks=decode_masks)
-            parts = {k: getattr(out, k) for k in ("ce_loss", "bce_loss", "dice_loss", "prompt_loss")}
-            loss = out.loss + distill * out.prompt_loss if out.prompt_loss is not None else out.loss
-            if rehearse and decode_masks:  # one stage-0 clip per micro-batch, its own seeded frames and descriptions
-                index = (step * o.grad_accum + micro) * world + rank
-                parts["rehearse_loss"], _, _ = description_loss(model.pixel_decoder, teacher, stage0, index,
-                                                                np.random.default_rng([cfg.seed, index]))
-                loss = loss + rehearse * parts["rehearse_loss"]
-            if probe is not None:  # the last stream's tokens: per frame, a probe_pool x probe_pool grid
-                stream = out.visual_tokens[:, -model.cfg.num_frames * probe_pool ** 2:]
-                parts["probe_loss"] = probe.loss(stream, samples, probe_pool)
-                if parts["probe_loss"] is not None:
-                    loss = loss + stage0.token_probe_weight * parts["probe_loss"]
+            loss, parts = micro_batch_loss(model, samples, spec, objectives, cfg, step=step, micro=micro, rank=rank,
+                                           world=world, device=device, forward=engine, autocast=autocast)
             for k, v in {"loss": loss, **parts}.items():
                 if v is not None:
                     totals[k] = totals.get(k, 0.0) + float(v.detach()) / o.grad_accum
