@@ -12,6 +12,9 @@ Clips come from the ``test`` split of the synthetic world (seeds disjoint from t
   what ``answers: name`` / ``short_name`` train), with J split by whether the name was right; ``exists``
   (``names_an_object``) is the share whose phrase picks out some single object of the clip, right or wrong (not,
   say, the colour of one object with the category of another);
+  ``other`` is the share of expressions whose masks match another single object of the clip with J above 0.5
+  (the wrong object segmented), and attribute expressions are also scored by what they state (colour, category,
+  size or several: "the box" leaves SAM2 to recognise a shape);
 * GCG: the grounded-caption question; mIoU and Recall (phrase encoder ``bow`` by default, ``minilm`` if installed)
   with ``vglamm.evaluation.evaluate_gcg``.
 
@@ -48,7 +51,7 @@ def evaluate(model, num_videos: int, *, seed: int = 0, split: str = "test", heig
     from training.synthetic.generate import clip_seed, make_clip
     from training.synthetic.language import named_objects
     from training.synthetic.world import WorldConfig
-    from vglamm.evaluation import GCGRecord, boundary_f, evaluate_gcg, load_phrase_encoder, region_similarity
+    from vglamm.evaluation import GCGRecord, evaluate_gcg, load_phrase_encoder
     from vglamm.modeling.processing import referring_prompt
 
     world = WorldConfig(num_frames=num_frames, height=height, width=width)
@@ -64,12 +67,9 @@ def evaluate(model, num_videos: int, *, seed: int = 0, split: str = "test", heig
         answers = model.chat_batch([clip.frames] * len(exprs), [referring_prompt(e.text) for e in exprs],
                                    max_new_tokens=32, mode=mode) if exprs else []
         for e, ans in zip(exprs, answers):
-            gt = np.any([clip.object_masks(o) for o in e.obj_ids], axis=0)
-            pred = ans.objects[0].masks if ans.objects else empty
-            j, f = float(region_similarity(gt, pred).mean()), float(boundary_f(gt, pred).mean())
             said = named_objects(clip.scene, ans.objects[0].phrase) if ans.objects else None
-            rows.append({"video": clip.clip_id, "expression": e.text, "kind": e.kind, "J": j, "F": f,
-                         "JF": (j + f) / 2, "grounded": bool(ans.objects), "named": said == list(e.obj_ids),
+            rows.append({**score_expression(clip, e, ans.objects[0].masks if ans.objects else empty),
+                         "grounded": bool(ans.objects), "named": said == list(e.obj_ids),
                          "names_an_object": said is not None, "answer": ans.raw_text})
         if gcg:
             ans = model.chat(clip.frames, None, max_new_tokens=96, mode=mode)
@@ -107,7 +107,6 @@ def evaluate_stage0(decoder, prompts, num_videos: int, *, seed: int = 0, split: 
 
     from training.synthetic.generate import clip_seed, make_clip
     from training.synthetic.world import WorldConfig
-    from vglamm.evaluation import boundary_f, region_similarity
 
     world = WorldConfig(num_frames=num_frames, height=height, width=width)
     rows = []
@@ -128,13 +127,23 @@ def evaluate_stage0(decoder, prompts, num_videos: int, *, seed: int = 0, split: 
             logits = decoder.decode(features, prompt, mode=mode)[0]  # (T, h, w) low-res
             pred = (F.interpolate(logits[:, None].float(), size=(height, width), mode="bilinear",
                                   align_corners=False)[:, 0] > 0).cpu().numpy()
-            gt = np.any([clip.object_masks(o) for o in e.obj_ids], axis=0)
-            j, f = float(region_similarity(gt, pred).mean()), float(boundary_f(gt, pred).mean())
-            rows.append({"video": clip.clip_id, "expression": e.text, "kind": e.kind, "J": j, "F": f,
-                         "JF": (j + f) / 2, "grounded": True, "named": True, "names_an_object": True,
-                         "answer": None})
+            rows.append({**score_expression(clip, e, pred), "grounded": True, "named": True,
+                         "names_an_object": True, "answer": None})
     return {"num_videos": num_videos, "split": split, "seed": seed, "world": [num_frames, height, width],
             "mode": mode, "referring": _referring_summary(rows), "per_expression": rows}
+
+
+def score_expression(clip, e, pred: np.ndarray) -> dict:
+    """J, F and J&F of ``pred`` (T,H,W bool) against expression ``e``'s objects, and ``J_other``: its J against the
+    best-matching single object the expression does not refer to (> 0.5: the answer segments another object)."""
+    from vglamm.evaluation import boundary_f, region_similarity
+
+    gt = np.any([clip.object_masks(o) for o in e.obj_ids], axis=0)
+    j, f = float(region_similarity(gt, pred).mean()), float(boundary_f(gt, pred).mean())
+    others = [float(region_similarity(clip.object_masks(o.obj_id), pred).mean())
+              for o in clip.scene.objects if o.obj_id not in e.obj_ids]
+    return {"video": clip.clip_id, "expression": e.text, "kind": e.kind, "stated": "+".join(e.stated) or "none",
+            "J": j, "F": f, "JF": (j + f) / 2, "J_other": max(others, default=0.0)}
 
 
 def _referring_summary(rows: list[dict]) -> dict:
@@ -151,7 +160,14 @@ def _referring_summary(rows: list[dict]) -> dict:
                 "named_rate": float(np.mean([r["named"] for r in sel])),
                 "names_an_object_rate": float(np.mean([r["names_an_object"] for r in sel])),
                 "J_named": _mean_or_none([r["J"] for r in sel if r["named"]]),
-                "J_misnamed": _mean_or_none([r["J"] for r in sel if not r["named"]])}
+                "J_misnamed": _mean_or_none([r["J"] for r in sel if not r["named"]]),
+                "other_object_rate": float(np.mean([r["J_other"] > 0.5 for r in sel]))}
+    attribute = [r for r in rows if r["kind"] == "attribute"]
+    out["attribute_by_stated"] = {
+        stated: {"num_expressions": len(sel), "JF": float(np.mean([r["JF"] for r in sel])),
+                 "other_object_rate": float(np.mean([r["J_other"] > 0.5 for r in sel]))}
+        for stated in sorted({r["stated"] for r in attribute})
+        for sel in [[r for r in attribute if r["stated"] == stated]]}
     return out
 
 
@@ -161,10 +177,18 @@ def _mean_or_none(values: list[float]) -> float | None:
 
 def format_table(result: dict, name: str = "") -> str:
     lines = [f"{name}  ({result['num_videos']} held-out clips, split {result['split']}, SAM2 {result['mode']})",
-             f"{'expressions':<12}{'n':>6}{'J':>8}{'F':>8}{'J&F':>8}{'grounded':>10}{'named':>8}{'exists':>8}"]
-    for kind, r in result["referring"].items():
+             f"{'expressions':<12}{'n':>6}{'J':>8}{'F':>8}{'J&F':>8}{'grounded':>10}{'named':>8}{'exists':>8}"
+             f"{'other':>8}"]
+    referring = dict(result["referring"])
+    by_stated = referring.pop("attribute_by_stated", {})
+    for kind, r in referring.items():
         lines.append(f"{kind:<12}{r['num_expressions']:>6}{r['J']:>8.3f}{r['F']:>8.3f}{r['JF']:>8.3f}"
-                     f"{r['grounded_rate']:>10.2f}{r['named_rate']:>8.2f}{r['names_an_object_rate']:>8.2f}")
+                     f"{r['grounded_rate']:>10.2f}{r['named_rate']:>8.2f}{r['names_an_object_rate']:>8.2f}"
+                     f"{r['other_object_rate']:>8.2f}")
+    if by_stated:
+        lines.append("attribute expressions by what they state: " + "  ".join(
+            f"{k} {r['JF']:.3f} (n {r['num_expressions']}, other {r['other_object_rate']:.2f})"
+            for k, r in by_stated.items()))
     if "gcg" in result:
         g = result["gcg"]
         recall = "  ".join(f"Recall[{k}] {v:.3f}" if v is not None else f"Recall[{k}] n/a"

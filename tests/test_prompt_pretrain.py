@@ -217,6 +217,14 @@ def test_stage0_eval_prompts_each_expression_with_its_objects_descriptions():
     wrong = bench.evaluate_stage0(_MaskDecoder(clip), _IdPrompts(shift=1), 1, height=64, width=64, num_frames=4,
                                   progress=False)
     assert wrong["referring"]["all"]["J"] < 0.5
+    # the shifted prompt segments the next object: counted as another object's masks, never for the right prompt
+    assert right["referring"]["all"]["other_object_rate"] == 0.0
+    shifted = [r for r in wrong["per_expression"] if r["J"] == 0.0 and r["J_other"] == 1.0]
+    assert shifted and wrong["referring"]["all"]["other_object_rate"] == len(shifted) / len(rows)
+    by_stated = right["referring"]["attribute_by_stated"]
+    attribute = [e for e in clip.expressions if e.kind == "attribute"]
+    assert sum(r["num_expressions"] for r in by_stated.values()) == len(attribute)
+    assert set(by_stated) == {"+".join(e.stated) for e in attribute}
     stated = _IdPrompts()
     bench.evaluate_stage0(_MaskDecoder(clip), stated, 1, height=64, width=64, num_frames=4, descriptions="stated",
                           progress=False)
