@@ -161,14 +161,19 @@ def _referring_summary(rows: list[dict]) -> dict:
                 "names_an_object_rate": float(np.mean([r["names_an_object"] for r in sel])),
                 "J_named": _mean_or_none([r["J"] for r in sel if r["named"]]),
                 "J_misnamed": _mean_or_none([r["J"] for r in sel if not r["named"]]),
-                "other_object_rate": float(np.mean([r["J_other"] > 0.5 for r in sel]))}
+                "other_object_rate": _other_object_rate(sel)}
+    out["attribute_by_stated"] = {}
     attribute = [r for r in rows if r["kind"] == "attribute"]
-    out["attribute_by_stated"] = {
-        stated: {"num_expressions": len(sel), "JF": float(np.mean([r["JF"] for r in sel])),
-                 "other_object_rate": float(np.mean([r["J_other"] > 0.5 for r in sel]))}
-        for stated in sorted({r["stated"] for r in attribute})
-        for sel in [[r for r in attribute if r["stated"] == stated]]}
+    for stated in sorted({r["stated"] for r in attribute}):
+        sel = [r for r in attribute if r["stated"] == stated]
+        out["attribute_by_stated"][stated] = {"num_expressions": len(sel), "JF": float(np.mean([r["JF"] for r in sel])),
+                                              "other_object_rate": _other_object_rate(sel)}
     return out
+
+
+def _other_object_rate(rows: list[dict]) -> float:
+    """The share of ``rows`` whose masks are another object's (J above 0.5 against it)."""
+    return float(np.mean([r["J_other"] > 0.5 for r in rows]))
 
 
 def _mean_or_none(values: list[float]) -> float | None:
