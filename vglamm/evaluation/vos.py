@@ -36,13 +36,18 @@ MAX_PROPOSALS = 20
 # --------------------------------------------------------------------------------------------------------------
 # input checks
 # --------------------------------------------------------------------------------------------------------------
-def _as_masks(x, name: str) -> np.ndarray:
+def _as_bool_stack(x, name: str, ndim: int, what: str) -> np.ndarray:
+    """``x`` as a bool array of ``ndim`` dims (one fewer gets a leading axis of 1), else a MaskError naming ``what``."""
     a = np.asarray(x)
-    if a.ndim == 2:
+    if a.ndim == ndim - 1:
         a = a[None]
-    if a.ndim != 3:
-        raise MaskError(f"{name} must be a (T,H,W) mask stack (or one (H,W) frame); got shape {a.shape}.")
+    if a.ndim != ndim:
+        raise MaskError(f"{name} must be {what}; got shape {a.shape}.")
     return a if a.dtype == bool else a > 0
+
+
+def _as_masks(x, name: str) -> np.ndarray:
+    return _as_bool_stack(x, name, 3, "a (T,H,W) mask stack (or one (H,W) frame)")
 
 
 def _check_pair(gt, pred, void):
@@ -247,12 +252,7 @@ class SequenceScores:
 
 
 def _as_objects(x, name: str) -> np.ndarray:
-    a = np.asarray(x)
-    if a.ndim == 3:
-        a = a[None]
-    if a.ndim != 4:
-        raise MaskError(f"{name} must be an (N,T,H,W) stack of object masks; got shape {a.shape}.")
-    return a if a.dtype == bool else a > 0
+    return _as_bool_stack(x, name, 4, "an (N,T,H,W) stack of object masks")
 
 
 def evaluate_sequence(gt, pred, *, protocol: str = "unsupervised", void=None,
