@@ -20,6 +20,9 @@ Clips come from the ``test`` split of the synthetic world (seeds disjoint from t
 
 Prints a table and writes everything (per-expression rows included) to ``--json``.
 
+``--compare OTHER.json`` also prints, by kind, the mean per-expression J&F difference against another run's output
+on the same clips, with its standard error (how the README's "+0.055 ± 0.010" are measured).
+
 ``--stage0 RUN/prompt_pretrain`` scores SAM2 alone instead: the stage-0 weights of a run, each expression prompted
 by the stage-0 description of the object(s) it refers to (``attribute_prompts.safetensors``), i.e. the masks the
 model would get if its LLM always identified the object; ``--model`` then only gives the architecture.
@@ -180,6 +183,21 @@ def _mean_or_none(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def paired_difference(result: dict, baseline: dict) -> dict:
+    """Per-expression J&F difference of ``result`` minus ``baseline`` (another run of this script on the same
+    held-out clips), by expression kind: {kind: {"n", "mean", "sem"}} (sem: standard error of the mean). The two
+    models answer the same expressions, so the paired difference is far tighter than the difference of means."""
+    before = {(e["video"], e["expression"]): e["JF"] for e in baseline["per_expression"]}
+    out = {}
+    for kind in ("attribute", "motion"):
+        d = np.array([e["JF"] - before[(e["video"], e["expression"])] for e in result["per_expression"]
+                      if e["kind"] == kind and (e["video"], e["expression"]) in before])
+        if len(d):
+            sem = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+            out[kind] = {"n": len(d), "mean": float(d.mean()), "sem": sem}
+    return out
+
+
 def format_table(result: dict, name: str = "") -> str:
     lines = [f"{name}  ({result['num_videos']} held-out clips, split {result['split']}, SAM2 {result['mode']})",
              f"{'expressions':<12}{'n':>6}{'J':>8}{'F':>8}{'J&F':>8}{'grounded':>10}{'named':>8}{'exists':>8}"
@@ -241,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                         "folder; --model gives the architecture)")
     p.add_argument("--stage0-descriptions", default="full", choices=["full", "stated"],
                    help="with --stage0: describe the referred objects fully, or by what the expression states only")
+    p.add_argument("--compare", default=None, metavar="JSON",
+                   help="another run's --json on the same clips: also print the per-expression J&F difference")
     a = p.parse_args(argv)
 
     import torch
@@ -266,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     result["parameters"] = int(sum(p.numel() for p in model.parameters()))
     result["seconds"] = time.perf_counter() - t0
     print(format_table(result, name=result["model"]))
+    if a.compare:
+        diff = paired_difference(result, json.loads(Path(a.compare).read_text()))
+        result["compared_with"] = {"json": a.compare, **diff}
+        print(f"J&F per expression against {a.compare}: " + "  ".join(
+            f"{kind} {d['mean']:+.3f} ± {d['sem']:.3f} (n {d['n']})" for kind, d in diff.items()))
     out = Path(a.json) if a.json else Path("eval.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

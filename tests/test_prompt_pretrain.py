@@ -238,3 +238,21 @@ def test_stage0_eval_needs_the_descriptions(tmp_path):
     (tmp_path / "pixel_decoder.safetensors").write_bytes(b"")
     with pytest.raises(MissingWeightsError, match="attribute_prompts"):
         bench.load_stage0(None, tmp_path)
+
+
+def test_paired_difference_matches_expressions_by_clip_and_text():
+    bench = load_eval_script()
+
+    def rows(scores):
+        return {"per_expression": [{"video": v, "expression": x, "kind": k, "JF": jf} for v, x, k, jf in scores]}
+
+    before = rows([("c0", "the red car", "attribute", 0.5), ("c1", "the red car", "attribute", 0.9),
+                   ("c0", "the car moving up", "motion", 0.2), ("c1", "the ball", "attribute", 0.4)])
+    # listed in another order, one expression the baseline lacks (skipped), one the new run lacks (skipped)
+    after = rows([("c1", "the red car", "attribute", 0.8), ("c0", "the car moving up", "motion", 0.6),
+                  ("c0", "the red car", "attribute", 0.7), ("c2", "the box", "attribute", 0.0)])
+    diff = bench.paired_difference(after, before)
+    assert diff["attribute"]["n"] == 2 and diff["attribute"]["mean"] == pytest.approx(0.05)
+    assert diff["attribute"]["sem"] == pytest.approx(np.std([0.2, -0.1], ddof=1) / np.sqrt(2))
+    assert diff["motion"]["n"] == 1 and diff["motion"]["mean"] == pytest.approx(0.4)
+    assert bench.paired_difference(before, before)["attribute"]["mean"] == 0.0
