@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from vglamm.io.atomic import write_text_atomic
     from vglamm.modeling import VideoGLaMM
 
     if a.threads:
@@ -292,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"J&F per expression against {a.compare}: " + "  ".join(
             f"{kind} {d['mean']:+.3f} ± {d['sem']:.3f} (n {d['n']})" for kind, d in diff.items()))
     out = Path(a.json) if a.json else Path("eval.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_text_atomic(out, json.dumps(result, indent=1))  # --compare may name the file being replaced
     print(f"wrote {out}")
     return 0
 
