@@ -122,6 +122,10 @@ def test_save_load_identical(model, tmp_path):
     # saving again over the folder replaces it atomically
     model.save_pretrained(out_dir)
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+    # a loaded model saves the same files it was loaded from (a re-exported default model diffs only in weights)
+    again = loaded.save_pretrained(tmp_path / "again")
+    for name in ("config.json", "tokenizer_config.json", "tokenizer.json"):
+        assert (again / name).read_bytes() == (out_dir / name).read_bytes(), name
 
 
 def test_load_in_half_precision_builds_the_skeleton_in_it(model, tmp_path, monkeypatch):

@@ -517,6 +517,8 @@ class VideoGLaMM(nn.Module):
             raise MissingWeightsError(f"{directory} has no {WEIGHTS_NAME}; it is not a complete saved model "
                                       "(re-save it with VideoGLaMM.save_pretrained)")
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        for key in ("is_local", "local_files_only"):  # how it was loaded, not what it is: kept, a re-save would differ
+            tokenizer.init_kwargs.pop(key, None)
         device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         # Pretrained components are not fetched: the skeleton is random and every weight comes from the file. It is
