@@ -11,6 +11,9 @@ is the nearest. Descriptions state what the phrase states when that singles the 
 score checks the adapter; a motion phrase ("the car moving left") needs the LLM to find which object moves that
 way and read that object's colour and size from the visual tokens: that is the binding the score measures.
 Chance: 1 / the objects that have the colour, category and size the expression states (its motion left out).
+With a visual readout in the L->V adapter (`adapters.seg_attention_heads`), "readout on it" is how often, of the
+clip's objects, its own gets the most of the readout's attention (summed over the tokens whose cells it covers at
+the LLM's frames; training/readout_supervision.py): where the readout looks, before what it reads there.
 Takes ~1 min for 120 clips on one CPU thread.
 """
 
@@ -39,11 +42,12 @@ def subtype(kind: str, query: dict) -> str:
 
 
 def binding(model, descriptions, num_videos: int, batch: int = 8, seed: int = 0) -> dict:
-    """{group: (accuracy, chance, count)} over the [SEG]s of ``num_videos`` held-out clips (groups: each kind,
-    each motion subtype)."""
+    """{group: (accuracy, chance, count, readout on its object or None without a readout)} over the [SEG]s of
+    ``num_videos`` held-out clips (groups: each kind, each motion subtype)."""
     import torch
 
     from training.data.base import FrameSampling
+    from training.readout_supervision import readout_targets, visual_token_cover
     from training.synthetic.dataset import SyntheticDataset
     from training.synthetic.generate import make_clip
     from training.synthetic.language import ATTRIBUTES, matching
@@ -52,19 +56,26 @@ def binding(model, descriptions, num_videos: int, batch: int = 8, seed: int = 0)
     world = WorldConfig(num_frames=16, height=128, width=128)  # the held-out evaluation's clips
     data = SyntheticDataset(num_videos, seed, "test", world, FrameSampling(num_frames=model.cfg.num_frames),
                             p_gcg=0.0, exprs_per_sample=3, answers="phrase", random_templates=False)
-    hits, chance = defaultdict(list), defaultdict(list)
+    has_readout = getattr(model.cfg.adapters, "seg_attention_heads", 0) > 0
+    hits, chance, looks = defaultdict(list), defaultdict(list), defaultdict(list)
     with torch.no_grad():
         for start in range(0, num_videos, batch):
             samples = [data[i] for i in range(start, min(start + batch, num_videos))]
-            prompts = model(model.processor(samples), decode_masks=False).seg_prompts.float()
-            prompts = prompts.split([s.num_seg() for s in samples])
-            for i, s, rows in zip(range(start, num_videos), samples, prompts):
+            inputs = model.processor(samples)
+            num_seg = [s.num_seg() for s in samples]
+            if has_readout:  # any targets make the forward return the readout's attention
+                inputs["readout_targets"] = readout_targets(samples, num_seg, model.cfg)
+            out = model(inputs, decode_masks=False)
+            prompts = out.seg_prompts.float().split(num_seg)
+            attention = out.seg_attention.split(num_seg) if has_readout else [None] * len(samples)
+            for i, s, rows, att in zip(range(start, num_videos), samples, prompts, attention):
                 clip = make_clip(data.records()[i].seed, world)
                 queries = {e.text: e.query for e in clip.expressions}
                 scene = clip.scene.objects
                 ids = [o.obj_id for o in scene]
-                for row, obj, said, (kind, text) in zip(rows, s.meta["seg_objects"], s.meta["seg_described"],
-                                                        s.meta["expressions"]):
+                on = visual_token_cover(s.meta["object_masks"], model.cfg) > 0 if has_readout else None
+                for j, (row, obj, said, (kind, text)) in enumerate(zip(rows, s.meta["seg_objects"],
+                                                                       s.meta["seg_described"], s.meta["expressions"])):
                     if obj is None or not said:  # a group of objects, or nothing stated
                         continue
                     keep = tuple(a for a in ATTRIBUTES if a in said)
@@ -75,7 +86,11 @@ def binding(model, descriptions, num_videos: int, batch: int = 8, seed: int = 0)
                     for group in {kind, subtype(kind, query)}:
                         hits[group].append(right)
                         chance[group].append(1 / len(candidates))
-    return {g: (float(np.mean(hits[g])), float(np.mean(chance[g])), len(hits[g])) for g in sorted(hits)}
+                        if has_readout:  # the object whose tokens hold the most of this [SEG]'s attention
+                            mass = (att[j][None] * on).sum(-1)
+                            looks[group].append(ids[int(mass.argmax())] == obj.obj_id)
+    return {g: (float(np.mean(hits[g])), float(np.mean(chance[g])), len(hits[g]),
+                float(np.mean(looks[g])) if has_readout else None) for g in sorted(hits)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     descriptions.load_state_dict(load_file(str(args.descriptions)))
     rows = binding(model, descriptions.requires_grad_(False), args.num_videos)
     print(f"[SEG] prompts nearest their own object's description: {args.model}, {args.num_videos} held-out clips")
-    print("| expressions | right | chance | [SEG]s |\n| --- | ---: | ---: | ---: |")
-    for name, (acc, chance, n) in rows.items():
-        print(f"| {name} | {acc:.3f} | {chance:.3f} | {n} |")
+    print("| expressions | right | chance | [SEG]s | readout on it |\n| --- | ---: | ---: | ---: | ---: |")
+    for name, (acc, chance, n, looks) in rows.items():
+        print(f"| {name} | {acc:.3f} | {chance:.3f} | {n} | {'-' if looks is None else f'{looks:.3f}'} |")
     return 0
 
 

@@ -241,10 +241,13 @@ def test_a_language_stage_trains_the_llm_and_leaves_sam2_as_stage_zero_left_it(t
 
 def test_binding_probe_scores_prompts_by_their_nearest_description():
     """benchmarks/probe_binding.py: a [SEG] prompt equal to its own target is right, one equal to another object's
-    description is wrong, and chance is 1 / the objects matching what the expression states."""
+    description is wrong, and chance is 1 / the objects matching what the expression states; likewise the readout's
+    attention on its own object's tokens or on another's."""
     import types
 
     from tests.test_prompt_pretrain import load_eval_script
+    from training.readout_supervision import visual_token_cover
+    from vglamm.modeling import VideoGLaMMConfig
 
     binding = load_eval_script("probe_binding").binding
 
@@ -252,32 +255,44 @@ def test_binding_probe_scores_prompts_by_their_nearest_description():
     descriptions = AttributePrompts(8).requires_grad_(False)
 
     class Oracle:  # stands in for a model whose prompts are exactly the distillation targets (or a wrong object's)
-        cfg = types.SimpleNamespace(num_frames=4)
-
-        def __init__(self, wrong: bool):
+        def __init__(self, wrong: bool, readout: bool = True):
             self.wrong = wrong
+            self.cfg = VideoGLaMMConfig.preset("tiny")  # 4 LLM frames
+            self.cfg.adapters.seg_attention_heads = 4 if readout else 0
 
         def processor(self, samples):
-            return samples
+            return {"samples": samples}
 
-        def __call__(self, samples, decode_masks):
+        def __call__(self, batch, decode_masks):
             assert decode_masks is False  # SAM2 stays out
+            samples = batch["samples"]
             attach_prompt_targets(descriptions, samples, onto="stated")
-            rows = []
+            rows, looks = [], []
             for s in samples:
                 targets = torch.as_tensor(s.meta["prompt_targets"])
-                if self.wrong:  # the description of some other object of the clip, with the same keys
-                    for j, (obj, said) in enumerate(zip(s.meta["seg_objects"], s.meta["seg_described"])):
-                        if obj is not None and said:
-                            other = next(o for o in s.meta["scene_objects"] if o.obj_id != obj.obj_id)
-                            targets[j] = descriptions([other], [tuple(said)])[0]
+                ids = [o.obj_id for o in s.meta["scene_objects"]]
+                cover = visual_token_cover(s.meta["object_masks"], self.cfg)
+                attention = []
+                for j, (obj, said) in enumerate(zip(s.meta["seg_objects"], s.meta["seg_described"])):
+                    k = ids.index(obj.obj_id) if obj is not None else 0
+                    if self.wrong and obj is not None and said:  # some other object of the clip, same keys
+                        other = next(o for o in s.meta["scene_objects"] if o.obj_id != obj.obj_id)
+                        targets[j] = descriptions([other], [tuple(said)])[0]
+                        k = ids.index(other.obj_id)
+                    attention.append(cover[k] / cover[k].sum())
                 rows.append(targets)
-            return types.SimpleNamespace(seg_prompts=torch.cat(rows))
+                looks += attention
+            seg_attention = torch.stack(looks) if "readout_targets" in batch else None
+            return types.SimpleNamespace(seg_prompts=torch.cat(rows), seg_attention=seg_attention)
 
     right = binding(Oracle(wrong=False), descriptions, num_videos=6, batch=4)
-    assert {"attribute", "motion"} <= set(right) and all(n > 0 for _, _, n in right.values())
-    assert all(acc == 1.0 for acc, _, _ in right.values())
+    assert {"attribute", "motion"} <= set(right) and all(n > 0 for _, _, n, _ in right.values())
+    assert all(acc == 1.0 for acc, _, _, _ in right.values())
     assert right["attribute"][1] == 1.0  # an attribute expression states what singles its object out
-    assert all(0 < chance <= 1 for _, chance, _ in right.values())
+    assert all(0 < chance <= 1 for _, chance, _, _ in right.values())
+    assert all(looks > 0.9 for _, _, _, looks in right.values())  # ties between overlapping objects aside
     wrong = binding(Oracle(wrong=True), descriptions, num_videos=6, batch=4)
-    assert all(acc < 1.0 for acc, _, _ in wrong.values())
+    assert all(acc < 1.0 for acc, _, _, _ in wrong.values())
+    assert all(looks < 0.5 for _, _, _, looks in wrong.values())
+    plain = binding(Oracle(wrong=False, readout=False), descriptions, num_videos=6, batch=4)
+    assert all(looks is None for _, _, _, looks in plain.values())

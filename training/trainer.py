@@ -188,7 +188,8 @@ def new_token_probe(cfg: TrainConfig, model, device):
 @dataclass
 class Objectives:
     """What the recipe's stage 0 adds to the model's own loss (CE + BCE + Dice) in the later stages: the [SEG]
-    prompts pulled towards stage 0's descriptions (``teacher``), rehearsal of stage 0 itself, and the token probe."""
+    prompts pulled towards stage 0's descriptions (``teacher``), rehearsal of stage 0 itself, the token probe, and
+    the L->V readout's attention pulled onto each [SEG]'s object (training.readout_supervision)."""
 
     stage0: Any = None  # PromptPretrainConfig, or None for a recipe without stage 0
     teacher: Any = None  # stage 0's descriptions (a frozen AttributePrompts)
@@ -202,6 +203,10 @@ class Objectives:
     @property
     def rehearse(self) -> float:
         return self.stage0.rehearse_weight if self.stage0 is not None else 0.0
+
+    @property
+    def readout(self) -> float:
+        return self.stage0.readout_weight if self.stage0 is not None else 0.0
 
 
 def micro_batch_loss(model, samples: list, spec, objectives: Objectives, cfg: TrainConfig, *, step: int,
@@ -218,14 +223,20 @@ def micro_batch_loss(model, samples: list, spec, objectives: Objectives, cfg: Tr
 
         attach_prompt_targets(ob.teacher, samples, ob.stage0.distill_kinds, ob.stage0.distill_onto)
     batch = model.processor(samples)
+    if ob.readout:  # where each [SEG]'s object is among the visual tokens, for the readout's attention
+        from training.readout_supervision import readout_targets
+
+        batch["readout_targets"] = readout_targets(samples, batch["num_seg"].tolist(), model.cfg)
     if spec.mask_frames and spec.decode_masks:
         subsample_mask_frames(batch, spec.mask_frames, np.random.default_rng([cfg.seed, step, rank, micro]))
     batch = to_device(batch, device)
     mark("forward")
     with autocast or contextlib.nullcontext():
         out = (forward or model)(batch, decode_masks=spec.decode_masks)
-    parts = {k: getattr(out, k) for k in ("ce_loss", "bce_loss", "dice_loss", "prompt_loss")}
+    parts = {k: getattr(out, k) for k in ("ce_loss", "bce_loss", "dice_loss", "prompt_loss", "readout_loss")}
     loss = out.loss + ob.distill * out.prompt_loss if out.prompt_loss is not None else out.loss
+    if out.readout_loss is not None:
+        loss = loss + ob.readout * out.readout_loss
     mark("rehearsal")
     if ob.rehearse and spec.decode_masks:  # one stage-0 clip per micro-batch, its own seeded frames and descriptions
         from training.synthetic.prompt_pretrain import description_loss
@@ -515,8 +526,8 @@ def _free_port() -> int:
 class _LossLog:
     """CSV loss log; on resume, rows past the resumed step are dropped so the log matches the weights."""
 
-    FIELDS = ["step", "loss", "ce_loss", "bce_loss", "dice_loss", "prompt_loss", "rehearse_loss", "probe_loss", "lr",
-              "seconds"]
+    FIELDS = ["step", "loss", "ce_loss", "bce_loss", "dice_loss", "prompt_loss", "rehearse_loss", "probe_loss",
+              "readout_loss", "lr", "seconds"]
 
     def __init__(self, path: Path, start: int):
         self.path = path

@@ -78,14 +78,16 @@ class SegAdapter(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, hidden: torch.Tensor, visual: torch.Tensor | None = None, rows: torch.Tensor | None = None,
-                phrase: torch.Tensor | None = None) -> torch.Tensor:
+                phrase: torch.Tensor | None = None, with_attention: bool = False):
         """``visual`` (B, V, D_llm): the visual tokens of each video; ``rows`` (N,): the video of each state (all
         the first when None); ``phrase`` (N, D_llm): the mean input embedding of each state's phrase tokens
-        (``processing.phrase_token_weights``; zeros for a state without one). Used when ``heads > 0``, else ignored."""
+        (``processing.phrase_token_weights``; zeros for a state without one). Used when ``heads > 0``, else ignored.
+        -> prompts (N, out_dim), or with ``with_attention`` (prompts, the readout's attention over the V tokens
+        averaged over heads (N, V), None without a readout), for a loss on where it looks (training)."""
         hidden = hidden.to(self.proj[0].weight.dtype)
         prompts = self.proj(hidden)
         if not self.heads:
-            return prompts
+            return (prompts, None) if with_attention else prompts
         if visual is None:
             raise ConfigError("this L->V adapter reads the visual tokens (adapters.seg_attention_heads > 0): "
                               "pass them with the [SEG] states")
@@ -98,5 +100,6 @@ class SegAdapter(nn.Module):
         query = self.query_norm(hidden)
         if phrase is not None:  # the phrase's words as a bag: what to look for, read directly (docs/design.md)
             query = query + self.phrase_proj(phrase.to(hidden.dtype))
-        read, _ = self.attn(query[:, None], keys, keys, need_weights=False)
-        return prompts + self.readout(read[:, 0])
+        read, attention = self.attn(query[:, None], keys, keys, need_weights=with_attention)
+        prompts = prompts + self.readout(read[:, 0])
+        return (prompts, attention[:, 0]) if with_attention else prompts

@@ -66,3 +66,18 @@ def prompt_regression_loss(prompts: torch.Tensor, targets: torch.Tensor) -> torc
     if not valid.any():
         return prompts.sum() * 0.0
     return F.mse_loss(prompts[valid].float(), targets.to(prompts.device)[valid].float())
+
+
+def readout_attention_loss(attention: torch.Tensor, targets: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Mean KL(target || attention) over ``[SEG]`` rows: ``attention`` (S, V) the L->V readout's weights over the
+    visual tokens (rows sum to 1), ``targets`` (S, V) where each row's object is (rows sum to 1; NaN rows are
+    unsupervised). Zero when it is on the object's tokens in their proportions. Returns zero (keeping the graph)
+    when no row is supervised."""
+    if attention.shape != targets.shape:
+        raise ValueError(f"readout attention {tuple(attention.shape)} and targets {tuple(targets.shape)} differ")
+    targets = targets.to(attention.device).float()
+    valid = ~torch.isnan(targets).any(-1)
+    if not valid.any():
+        return attention.sum() * 0.0
+    q, a = targets[valid], attention[valid].float()
+    return (q * (torch.log(q + eps) - torch.log(a + eps))).sum(-1).mean()

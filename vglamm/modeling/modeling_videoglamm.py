@@ -29,7 +29,7 @@ from vglamm.modeling.configuration import IGNORE_INDEX, VIDEO_PLACEHOLDER_ID, Vi
 from vglamm.modeling.generation import generate, position_ids_from_mask
 from vglamm.modeling.image_encoder import CLIPImageEncoder
 from vglamm.modeling.language_model import END_OF_TURN, LanguageModel, build_tokenizer
-from vglamm.modeling.losses import mask_losses, next_token_loss, prompt_regression_loss
+from vglamm.modeling.losses import mask_losses, next_token_loss, prompt_regression_loss, readout_attention_loss
 from vglamm.modeling.pixel_decoder import SAM2PixelDecoder
 from vglamm.modeling.processing import (VideoGLaMMProcessor, clean_answer, gcg_prompt, phrase_token_weights,
                                         referring_prompt, seg_phrases)
@@ -62,6 +62,12 @@ class VideoGLaMMOutput:
     visual_tokens: torch.Tensor | None = None
     # every [SEG]'s prompt (the L->V output), (S, D_prompt) in order of appearance, row after row, with its graph
     seg_prompts: torch.Tensor | None = None
+    # KL divergence of the L->V readout's attention (averaged over heads) to the batch's ``readout_targets`` (S, V):
+    # where each [SEG]'s object is among the visual tokens (with its graph; not part of ``loss``, like prompt_loss).
+    # None when the batch has no targets or the adapter no readout.
+    readout_loss: torch.Tensor | None = None
+    # and that attention itself, (S, V) with its graph (benchmarks/probe_binding.py reads where each [SEG] looks)
+    seg_attention: torch.Tensor | None = None
 
 
 @dataclass
@@ -300,12 +306,19 @@ class VideoGLaMM(nn.Module):
         expected = [int(n) for n in batch["num_seg"]]
         if per_row != expected:
             raise DataFormatError(f"[SEG] tokens per sample {per_row} differ from num_seg {expected}")
-        flat_prompts = self.seg_adapter(hidden[seg_mask], visual, seg_mask.nonzero()[:, 0],
-                                        self._phrase_embeddings(ids, seg_mask, embeds))
+        readout_targets = batch.get("readout_targets")
+        seg_inputs = (hidden[seg_mask], visual, seg_mask.nonzero()[:, 0],
+                      self._phrase_embeddings(ids, seg_mask, embeds))
+        if readout_targets is None:
+            flat_prompts, attention = self.seg_adapter(*seg_inputs), None
+        else:  # the readout's attention too, for its loss
+            flat_prompts, attention = self.seg_adapter(*seg_inputs, with_attention=True)
         prompts = flat_prompts.split(per_row)
-        prompt_loss = None
+        prompt_loss = readout_loss = None
         if batch.get("prompt_targets") is not None:
             prompt_loss = prompt_regression_loss(flat_prompts, batch["prompt_targets"])
+        if readout_targets is not None and attention is not None:
+            readout_loss = readout_attention_loss(attention, readout_targets)
         # 4. Masks: SAM2 features once per sample, every object of the batch decoded against its own sample's
         mask_logits, targets = [], []
         rows = [i for i, n in enumerate(per_row) if n and decode_masks]
@@ -323,7 +336,7 @@ class VideoGLaMM(nn.Module):
         loss = cfg.ce_weight * ce + cfg.bce_weight * bce + cfg.dice_weight * dice
         return VideoGLaMMOutput(loss=loss, ce_loss=ce.detach(), bce_loss=bce.detach(), dice_loss=dice.detach(),
                                 logits=logits, mask_logits=mask_logits, prompt_loss=prompt_loss, visual_tokens=visual,
-                                seg_prompts=flat_prompts)
+                                seg_prompts=flat_prompts, readout_loss=readout_loss, seg_attention=attention)
 
     def _phrase_embeddings(self, ids: torch.Tensor, predicting: torch.Tensor, embeds: torch.Tensor):
         """(N, D) mean input embedding of each [SEG]'s phrase tokens, for the L->V adapter's visual readout (None
