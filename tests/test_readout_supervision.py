@@ -108,6 +108,9 @@ def test_trainer_adds_the_weighted_readout_loss(tmp_path):
                                           abs=1e-4)
     with pytest.raises(ConfigError, match="readout_weight"):
         stage0_recipe(tmp_path, {"readout_weight": -1.0})
+    with pytest.raises(ConfigError, match="seg_attention_heads"):  # no readout to supervise: said, not ignored
+        trainer.train(stage0_recipe(tmp_path / "plain", {"readout_weight": 1.0}), progress=False)
+    assert not (tmp_path / "plain" / "prompt_pretrain").exists()  # before stage 0 spent its time
 
 
 def test_synthetic_samples_give_one_target_row_per_seg():

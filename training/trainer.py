@@ -395,6 +395,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     seed_everything(cfg.seed)  # model initialisation is identical on every rank and every resume
     model = build_model(cfg).to(device)
     objectives = Objectives()
+    if (cfg.prompt_pretrain is not None and cfg.prompt_pretrain_config().readout_weight
+            and not model.cfg.adapters.seg_attention_heads):  # before stage 0 spends its time
+        raise ConfigError("prompt_pretrain.readout_weight supervises the L->V adapter's visual readout, which this "
+                          "model lacks: set model_overrides adapters.seg_attention_heads (e.g. 4) or the weight to 0")
     if cfg.prompt_pretrain is not None:  # stage 0: SAM2 learns to follow prompts before the LLM talks to it
         teacher = prompt_pretrain_stage(cfg, model, out_dir, rank, resuming=resume is not None, progress=progress)
         objectives = Objectives(cfg.prompt_pretrain_config(), teacher)
