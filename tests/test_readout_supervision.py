@@ -1,4 +1,4 @@
-"""The L->V readout told where each [SEG]'s object is (``prompt_pretrain.readout_weight``)."""
+"""The L->V readout told where each [SEG]'s object is (the recipe's ``readout_weight``)."""
 
 import csv
 
@@ -8,6 +8,8 @@ import torch
 
 import training.trainer as trainer
 from tests.test_prompt_distill import stage0_recipe
+from tests.test_trainer import recipe
+from training.recipe import TrainConfig
 from training.readout_supervision import readout_targets, token_cover
 from training.synthetic.dataset import SyntheticDataset
 from training.synthetic.world import WorldConfig
@@ -94,8 +96,8 @@ def test_the_readout_learns_to_look_where_it_is_told():
 
 
 def test_trainer_adds_the_weighted_readout_loss(tmp_path):
-    cfg = stage0_recipe(tmp_path, {"readout_weight": 2.0},
-                        model_overrides={"trainable": "all", "adapters.seg_attention_heads": 2})
+    heads = {"trainable": "all", "adapters.seg_attention_heads": 2}
+    cfg = stage0_recipe(tmp_path, readout_weight=2.0, model_overrides=heads)
     model = trainer.train(cfg, progress=False)
     with (tmp_path / "log.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -106,10 +108,20 @@ def test_trainer_adds_the_weighted_readout_loss(tmp_path):
         paper = m.ce_weight * v["ce_loss"] + m.bce_weight * v["bce_loss"] + m.dice_weight * v["dice_loss"]
         assert v["loss"] == pytest.approx(paper + 0.5 * v["prompt_loss"] + 2.0 * v["readout_loss"], rel=1e-3,
                                           abs=1e-4)
-    with pytest.raises(ConfigError, match="readout_weight"):
-        stage0_recipe(tmp_path, {"readout_weight": -1.0})
+    # a fine-tune without stage 0 (the default model's polish) is told where to look too: only the masks are needed
+    model = trainer.train(TrainConfig.from_dict(recipe(tmp_path / "fine", steps=2, log_every=1, readout_weight=0.5,
+                                                       model_overrides=heads)), progress=False)
+    with (tmp_path / "fine" / "log.csv").open() as f:
+        for r in csv.DictReader(f):
+            v = {k: float(r[k]) for k in ("loss", "ce_loss", "bce_loss", "dice_loss", "readout_loss")}
+            paper = m.ce_weight * v["ce_loss"] + m.bce_weight * v["bce_loss"] + m.dice_weight * v["dice_loss"]
+            assert v["readout_loss"] > 0 and r["prompt_loss"] == ""
+            assert v["loss"] == pytest.approx(paper + 0.5 * v["readout_loss"], rel=1e-3, abs=1e-4)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ConfigError, match="readout_weight"):
+            stage0_recipe(tmp_path, readout_weight=bad)
     with pytest.raises(ConfigError, match="seg_attention_heads"):  # no readout to supervise: said, not ignored
-        trainer.train(stage0_recipe(tmp_path / "plain", {"readout_weight": 1.0}), progress=False)
+        trainer.train(stage0_recipe(tmp_path / "plain", readout_weight=1.0), progress=False)
     assert not (tmp_path / "plain" / "prompt_pretrain").exists()  # before stage 0 spent its time
 
 

@@ -8,7 +8,7 @@ video tokens already told the motion of 0.72 of the moving cells (the token prob
 the masks of its ``[SEG]``s, so where the readout should look is known: this module turns each mask into a
 distribution over the visual tokens (its cover of each token's cell, frame by frame, in the CLIP stream and the
 InternVideo2 stream), and ``readout_attention_loss`` pulls the readout's attention onto it
-(``prompt_pretrain.readout_weight``).
+(the recipe's ``readout_weight``).
 
     batch["readout_targets"] = readout_targets(samples, batch["num_seg"], model.cfg)
     out = model(batch)  # out.readout_loss

@@ -76,6 +76,10 @@ class TrainConfig:
     # Stage 0 before `stages` (synthetic world only): SAM2 learns to follow attribute prompts, see
     # training.synthetic.prompt_pretrain.PromptPretrainConfig for the keys. None: no stage 0.
     prompt_pretrain: dict | None = None
+    # Weight of the readout loss in every stage (training.readout_supervision: the L->V adapter's visual readout is
+    # told where each [SEG]'s object is, its attention pulled onto the tokens its mask covers). Needs only the masks,
+    # so a recipe without stage 0 (a fine-tune) can use it too. 0: off.
+    readout_weight: float = 0.0
 
     @property
     def total_steps(self) -> int:
@@ -106,6 +110,8 @@ class TrainConfig:
                                   f"{stage.mask_frames!r}")
         if self.backend not in ("torch", "deepspeed"):
             raise ConfigError(f"backend must be 'torch' or 'deepspeed', not {self.backend!r}")
+        if not self.readout_weight >= 0:  # also refuses NaN
+            raise ConfigError(f"readout_weight must be >= 0, not {self.readout_weight!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
         self.prompt_pretrain_config()  # raises on unknown keys or bad values

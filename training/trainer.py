@@ -187,14 +187,15 @@ def new_token_probe(cfg: TrainConfig, model, device):
 # ----------------------------------------------------------------------------------------------- one micro-batch
 @dataclass
 class Objectives:
-    """What the recipe's stage 0 adds to the model's own loss (CE + BCE + Dice) in the later stages: the [SEG]
-    prompts pulled towards stage 0's descriptions (``teacher``), rehearsal of stage 0 itself, the token probe, and
-    the L->V readout's attention pulled onto each [SEG]'s object (training.readout_supervision)."""
+    """What the recipe adds to the model's own loss (CE + BCE + Dice): from stage 0, the [SEG] prompts pulled
+    towards its descriptions (``teacher``), rehearsal of stage 0 itself and the token probe; and the L->V readout's
+    attention pulled onto each [SEG]'s object (``readout``: its weight, training.readout_supervision)."""
 
     stage0: Any = None  # PromptPretrainConfig, or None for a recipe without stage 0
     teacher: Any = None  # stage 0's descriptions (a frozen AttributePrompts)
     probe: Any = None  # TokenProbe heads, or None
     probe_pool: int = 0  # the grid side of the visual-token stream the probe reads
+    readout: float = 0.0
 
     @property
     def distill(self) -> float:
@@ -203,10 +204,6 @@ class Objectives:
     @property
     def rehearse(self) -> float:
         return self.stage0.rehearse_weight if self.stage0 is not None else 0.0
-
-    @property
-    def readout(self) -> float:
-        return self.stage0.readout_weight if self.stage0 is not None else 0.0
 
 
 def micro_batch_loss(model, samples: list, spec, objectives: Objectives, cfg: TrainConfig, *, step: int,
@@ -395,10 +392,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     seed_everything(cfg.seed)  # model initialisation is identical on every rank and every resume
     model = build_model(cfg).to(device)
     objectives = Objectives()
-    if (cfg.prompt_pretrain is not None and cfg.prompt_pretrain_config().readout_weight
-            and not model.cfg.adapters.seg_attention_heads):  # before stage 0 spends its time
-        raise ConfigError("prompt_pretrain.readout_weight supervises the L->V adapter's visual readout, which this "
-                          "model lacks: set model_overrides adapters.seg_attention_heads (e.g. 4) or the weight to 0")
+    if cfg.readout_weight and not model.cfg.adapters.seg_attention_heads:  # before stage 0 spends its time
+        raise ConfigError("readout_weight supervises the L->V adapter's visual readout, which this model lacks: set "
+                          "model_overrides adapters.seg_attention_heads (e.g. 4) or readout_weight to 0")
     if cfg.prompt_pretrain is not None:  # stage 0: SAM2 learns to follow prompts before the LLM talks to it
         teacher = prompt_pretrain_stage(cfg, model, out_dir, rank, resuming=resume is not None, progress=progress)
         objectives = Objectives(cfg.prompt_pretrain_config(), teacher)
@@ -411,6 +407,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
                 raise ConfigError("prompt_pretrain.token_probe_weight trains heads outside the model, which the "
                                   "deepspeed backend does not see: use backend: torch")
             objectives.probe, objectives.probe_pool = new_token_probe(cfg, model, device)
+    objectives.readout = cfg.readout_weight
     probe = objectives.probe
     stage_data = build_stage_data(cfg, rank)
 

@@ -74,9 +74,6 @@ class PromptPretrainConfig:
     # Later stages: weight of the token probe's loss (training.synthetic.token_probe: linear heads read, from each
     # visual token of the last stream, the colour, category, size and motion of the object in its cell). 0: off.
     token_probe_weight: float = 0.0
-    # Later stages: weight of the readout loss (training.readout_supervision: the L->V adapter's visual readout is
-    # told where each [SEG]'s object is, its attention pulled onto the tokens whose cells its mask covers). 0: off.
-    readout_weight: float = 0.0
     # a second phase run after this one on the same SAM2 and descriptions (fresh optimiser and schedule), with these
     # keys changed, e.g. {steps: 4000, lr: 5.0e-4, descriptions: partial, seed: 1} to refine full descriptions
     refine: dict | None = None
@@ -89,7 +86,7 @@ class PromptPretrainConfig:
         if self.descriptions not in ("full", "partial"):
             raise ConfigError(f"prompt_pretrain.descriptions must be 'full' or 'partial', got {self.descriptions!r}")
         weights = {"distill_weight": self.distill_weight, "rehearse_weight": self.rehearse_weight,
-                   "token_probe_weight": self.token_probe_weight, "readout_weight": self.readout_weight}
+                   "token_probe_weight": self.token_probe_weight}
         if min(weights.values()) < 0:
             raise ConfigError(f"prompt_pretrain weights must be >= 0, got {weights}")
         if self.distill_onto not in ("full", "stated"):
