@@ -88,6 +88,7 @@ def main() -> None:
             times = {k: v * phase.clips_per_step for k, v in times.items()}
             rows.append((f"stage 0{' refine' if i else ''} ({phase.clips_per_step} clip x {phase.frames} frames)",
                          phase.steps, times))
+    objectives.readout = cfg.readout_weight  # the readout targets' cost is part of each step
     data = build_stage_data(cfg, rank=0)
     for i, spec in enumerate(cfg.stages):
         times = mean_times(lambda s: stage_step(model, cfg, i, data[i], objectives, s), args.steps)
