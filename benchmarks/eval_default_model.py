@@ -14,7 +14,8 @@ Clips come from the ``test`` split of the synthetic world (seeds disjoint from t
   say, the colour of one object with the category of another);
   ``other`` is the share of expressions whose masks match another single object of the clip with J above 0.5
   (the wrong object segmented), and attribute expressions are also scored by what they state (colour, category,
-  size or several: "the box" leaves SAM2 to recognise a shape);
+  size or several: "the box" leaves SAM2 to recognise a shape), motion ones by what they ask (a direction, a stop, or
+  no motion at all: "the object that stays still" is told from an object that stops by the first frames only);
 * GCG: the grounded-caption question; mIoU and Recall (phrase encoder ``bow`` by default, ``minilm`` if installed)
   with ``vglamm.evaluation.evaluate_gcg``.
 
@@ -146,7 +147,17 @@ def score_expression(clip, e, pred: np.ndarray) -> dict:
     others = [float(region_similarity(clip.object_masks(o.obj_id), pred).mean())
               for o in clip.scene.objects if o.obj_id not in e.obj_ids]
     return {"video": clip.clip_id, "expression": e.text, "kind": e.kind, "stated": "+".join(e.stated) or "none",
-            "J": j, "F": f, "JF": (j + f) / 2, "J_other": max(others, default=0.0)}
+            "asks": _asks(e), "J": j, "F": f, "JF": (j + f) / 2, "J_other": max(others, default=0.0)}
+
+
+def _asks(e) -> str | None:
+    """What a motion expression asks of its object's motion: ``static`` ("the object that stays still"), ``stops``
+    ("the car that stops", "... moves left and then stops") or ``direction`` ("the car moving left", "... that keeps
+    moving left"); None for attribute expressions. Static objects are told from stopping ones by the clip's first
+    frames only, so the three are scored apart."""
+    if e.kind != "motion":
+        return None
+    return "static" if e.query.get("static") else "stops" if e.query.get("stops") else "direction"
 
 
 def _referring_summary(rows: list[dict]) -> dict:
@@ -165,12 +176,13 @@ def _referring_summary(rows: list[dict]) -> dict:
                 "J_named": _mean_or_none([r["J"] for r in sel if r["named"]]),
                 "J_misnamed": _mean_or_none([r["J"] for r in sel if not r["named"]]),
                 "other_object_rate": _other_object_rate(sel)}
-    out["attribute_by_stated"] = {}
-    attribute = [r for r in rows if r["kind"] == "attribute"]
-    for stated in sorted({r["stated"] for r in attribute}):
-        sel = [r for r in attribute if r["stated"] == stated]
-        out["attribute_by_stated"][stated] = {"num_expressions": len(sel), "JF": float(np.mean([r["JF"] for r in sel])),
-                                              "other_object_rate": _other_object_rate(sel)}
+    for kind, key, by in (("attribute", "stated", "attribute_by_stated"), ("motion", "asks", "motion_by_asks")):
+        out[by] = {}
+        sel_kind = [r for r in rows if r["kind"] == kind]
+        for value in sorted({r[key] for r in sel_kind}):
+            sel = [r for r in sel_kind if r[key] == value]
+            out[by][value] = {"num_expressions": len(sel), "JF": float(np.mean([r["JF"] for r in sel])),
+                              "other_object_rate": _other_object_rate(sel)}
     return out
 
 
@@ -204,6 +216,7 @@ def format_table(result: dict, name: str = "") -> str:
              f"{'other':>8}"]
     referring = dict(result["referring"])
     by_stated = referring.pop("attribute_by_stated", {})
+    by_asks = referring.pop("motion_by_asks", {})
     for kind, r in referring.items():
         lines.append(f"{kind:<12}{r['num_expressions']:>6}{r['J']:>8.3f}{r['F']:>8.3f}{r['JF']:>8.3f}"
                      f"{r['grounded_rate']:>10.2f}{r['named_rate']:>8.2f}{r['names_an_object_rate']:>8.2f}"
@@ -212,6 +225,10 @@ def format_table(result: dict, name: str = "") -> str:
         lines.append("attribute expressions by what they state: " + "  ".join(
             f"{k} {r['JF']:.3f} (n {r['num_expressions']}, other {r['other_object_rate']:.2f})"
             for k, r in by_stated.items()))
+    if by_asks:
+        lines.append("motion expressions by what they ask: " + "  ".join(
+            f"{k} {r['JF']:.3f} (n {r['num_expressions']}, other {r['other_object_rate']:.2f})"
+            for k, r in by_asks.items()))
     if "gcg" in result:
         g = result["gcg"]
         recall = "  ".join(f"Recall[{k}] {v:.3f}" if v is not None else f"Recall[{k}] n/a"

@@ -225,6 +225,16 @@ def test_stage0_eval_prompts_each_expression_with_its_objects_descriptions():
     attribute = [e for e in clip.expressions if e.kind == "attribute"]
     assert sum(r["num_expressions"] for r in by_stated.values()) == len(attribute)
     assert set(by_stated) == {"+".join(e.stated) for e in attribute}
+    by_asks = right["referring"]["motion_by_asks"]
+    motion = [e for e in clip.expressions if e.kind == "motion"]
+    assert sum(r["num_expressions"] for r in by_asks.values()) == len(motion) and set(by_asks) <= {"direction", "stops", "static"}
+    asks = {r["expression"]: r["asks"] for r in rows}
+    for e in clip.expressions:  # what each asks follows from its words
+        words = e.text.split()
+        expected = (None if e.kind == "attribute" else "static" if {"still", "static", "not"} & set(words)
+                    else "stops" if "stops" in words else "direction")
+        assert asks[e.text] == expected, e.text
+    assert "motion expressions by what they ask" in bench.format_table(wrong)
     stated = _IdPrompts()
     bench.evaluate_stage0(_MaskDecoder(clip), stated, 1, height=64, width=64, num_frames=4, descriptions="stated",
                           progress=False)
