@@ -300,6 +300,29 @@ def test_several_expressions_per_sample_are_turns_about_different_objects():
         SyntheticDataset(2, exprs_per_sample=0)
 
 
+def test_motion_share_sets_how_often_a_turn_asks_by_motion():
+    from training.synthetic import SyntheticDataset
+
+    def kinds(share):
+        ds = SyntheticDataset(12, seed=4, split="valid", p_gcg=0.0, exprs_per_sample=3, motion_share=share)
+        out = []
+        for i in range(len(ds)):
+            clip = make_clip(clip_seed(4, "valid", i))
+            both = {e.obj_ids for e in clip.expressions if e.kind == "motion"} & \
+                   {e.obj_ids for e in clip.expressions if e.kind == "attribute"}
+            by_text = {e.text: e for e in clip.expressions}
+            turns = [by_text[text] for _, text in ds[i].meta["expressions"]]
+            assert len({e.obj_ids for e in turns}) == len(turns)  # still one turn per object
+            out += [e.kind for e in turns if e.obj_ids in both]
+        return out
+
+    assert set(kinds(1.0)) == {"motion"} and set(kinds(0.0)) == {"attribute"}
+    half = kinds(0.5)
+    assert 0.25 < half.count("motion") / len(half) < 0.75
+    with pytest.raises(ConfigError, match="motion_share"):
+        SyntheticDataset(2, motion_share=1.5)
+
+
 def test_answer_styles_repeat_the_expression_or_name_the_object():
     from training.synthetic import SyntheticDataset
     from vglamm.modeling.processing import seg_phrases

@@ -40,22 +40,27 @@ class SyntheticDataset(GroundedDataset):
     motion_answers: the style for motion expressions only (default: ``answers``); ``"short_name"`` with
     ``answers="phrase"`` leaves "the red car" to SAM2, which sees the colour, and makes the language loss teach which
     object "the car moving left" is, which only the video shows.
+    motion_share: the probability that a turn asks about its object by motion (when the object has a motion
+    expression); None draws uniformly from all of the clip's expressions (about half are motion ones).
     """
 
     name = "synthetic"
 
     def __init__(self, num_videos: int, seed: int = 0, split: str = "train", config: WorldConfig | None = None,
                  sampling: FrameSampling | None = None, *, p_gcg: float = 0.4, exprs_per_sample: int = 1,
-                 answers: str = "plain", motion_answers: str | None = None,
+                 answers: str = "plain", motion_answers: str | None = None, motion_share: float | None = None,
                  name: str | None = None, random_templates: bool = True):
         super().__init__(sampling or FrameSampling(num_frames=8), name=name, random_templates=random_templates)
         if num_videos < 1:
             raise ConfigError(f"num_videos={num_videos}: use at least one clip.")
         if not 0.0 <= p_gcg <= 1.0:
             raise ConfigError(f"p_gcg={p_gcg}: a probability must be in [0, 1].")
+        if motion_share is not None and not 0.0 <= motion_share <= 1.0:
+            raise ConfigError(f"motion_share={motion_share}: a probability must be in [0, 1] (or null: uniform).")
         if exprs_per_sample < 1:
             raise ConfigError(f"exprs_per_sample={exprs_per_sample}: ask at least one question per sample.")
         self.exprs_per_sample, self.answers, self.motion_answers = exprs_per_sample, answers, motion_answers or answers
+        self.motion_share = motion_share
         for key in ("answers", "motion_answers"):
             if getattr(self, key) not in ANSWER_STYLES:
                 raise ConfigError(f"{key}={getattr(self, key)!r}: use one of {ANSWER_STYLES}.")
@@ -115,12 +120,19 @@ class SyntheticDataset(GroundedDataset):
                               f"{self.name}:{clip.clip_id}", meta)
 
     def _pick_expressions(self, expressions, rng: np.random.Generator) -> list:
-        """Up to ``exprs_per_sample`` expressions in random order, each about a different object."""
+        """Up to ``exprs_per_sample`` expressions in random order, each about a different object (by motion with
+        probability ``motion_share`` where that is set and the object has both kinds)."""
         chosen, seen = [], set()
         for j in rng.permutation(len(expressions)):
             e = expressions[int(j)]
             if e.obj_ids in seen:
                 continue
+            if self.motion_share is not None:
+                same = [x for x in expressions if x.obj_ids == e.obj_ids]
+                if len({x.kind for x in same}) > 1:
+                    kind = "motion" if rng.random() < self.motion_share else "attribute"
+                    same = [x for x in same if x.kind == kind]
+                    e = same[int(rng.integers(len(same)))]
             chosen.append(e)
             seen.add(e.obj_ids)
             if len(chosen) == self.exprs_per_sample:
