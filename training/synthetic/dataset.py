@@ -40,8 +40,8 @@ class SyntheticDataset(GroundedDataset):
     motion_answers: the style for motion expressions only (default: ``answers``); ``"short_name"`` with
     ``answers="phrase"`` leaves "the red car" to SAM2, which sees the colour, and makes the language loss teach which
     object "the car moving left" is, which only the video shows.
-    motion_share: the probability that a turn asks about its object by motion (when the object has a motion
-    expression); None draws uniformly from all of the clip's expressions (about half are motion ones).
+    motion_share: the probability that a turn asks about its object by motion (where the object has expressions of
+    both kinds); None draws uniformly from all of the clip's expressions (about half are motion ones).
     """
 
     name = "synthetic"
