@@ -100,6 +100,26 @@ def test_stated_targets_describe_what_the_phrase_says():
         PromptPretrainConfig(distill_onto="partial").validate()
 
 
+def test_coloured_targets_are_full_unless_the_phrase_names_the_colour():
+    data = SyntheticDataset(12, seed=4, config=WorldConfig(num_frames=4, height=64, width=64), p_gcg=0.3,
+                            exprs_per_sample=3, answers="phrase")
+    samples = [data[i] for i in range(12)]
+    prompts = AttributePrompts(8)
+    attach_prompt_targets(prompts, samples, onto="coloured")
+    seen = {"coloured": 0, "filled in": 0}
+    for s in samples:
+        for obj, said, row in zip(s.meta["seg_objects"], s.meta["seg_described"], s.meta["prompt_targets"]):
+            if said is None:
+                assert np.isnan(row).all()
+                continue
+            stated = tuple(a for a in ("colour", "category", "size") if a in said)
+            keys = stated if "colour" in said else ("colour", "category", "size")
+            seen["coloured" if "colour" in said else "filled in"] += 1
+            np.testing.assert_allclose(row, prompts([obj], [keys])[0].detach().numpy(), rtol=1e-6)
+    # both happen: "the red object" keeps its colour-only target, "the car moving left" gets the whole description
+    assert all(seen.values()), seen
+
+
 def test_targets_are_the_descriptions_and_batch_in_seg_order(model):
     data = SyntheticDataset(3, seed=0, config=WorldConfig(num_frames=4, height=64, width=64), p_gcg=0.0,
                             exprs_per_sample=3, answers="short_name")

@@ -66,7 +66,9 @@ class PromptPretrainConfig:
     distill_kinds: tuple[str, ...] = ("gcg", "attribute", "motion")
     # what the target describes: "full" the object's colour + category + size; "stated" the attributes the [SEG]'s
     # phrase states when they single the object out ("the red object": colour), else the full description (e.g.
-    # "the car moving left" beside another car), for a stage 0 trained on partial descriptions
+    # "the car moving left" beside another car), for a stage 0 trained on partial descriptions; "coloured" the
+    # stated ones when they include the colour, else the full description: a stage 0 that leans on colours segments
+    # from a description without one worst (category alone), so the L->V readout supplies the colour it sees
     distill_onto: str = "full"
     # Later stages: weight of this stage's own loss on one training clip per micro-batch (its descriptions frozen),
     # added to each step, so SAM2 keeps following descriptions while it adapts to the LLM's prompts. 0: off.
@@ -89,8 +91,8 @@ class PromptPretrainConfig:
                    "token_probe_weight": self.token_probe_weight}
         if min(weights.values()) < 0:
             raise ConfigError(f"prompt_pretrain weights must be >= 0, got {weights}")
-        if self.distill_onto not in ("full", "stated"):
-            raise ConfigError(f"prompt_pretrain.distill_onto must be 'full' or 'stated', got {self.distill_onto!r}")
+        if self.distill_onto not in DISTILL_ONTO:
+            raise ConfigError(f"prompt_pretrain.distill_onto must be one of {DISTILL_ONTO}, got {self.distill_onto!r}")
         if not set(self.distill_kinds) <= set(SEG_KINDS):
             raise ConfigError(f"prompt_pretrain.distill_kinds must be among {SEG_KINDS}, got {self.distill_kinds}")
         if self.frames > WorldConfig(**self.world).num_frames:
@@ -108,6 +110,7 @@ class PromptPretrainConfig:
 
 
 SEG_KINDS = ("gcg", "attribute", "motion")
+DISTILL_ONTO = ("full", "stated", "coloured")
 
 
 class AttributePrompts(nn.Module):
@@ -142,14 +145,21 @@ def attach_prompt_targets(prompts: AttributePrompts, samples, kinds: Sequence[st
                           onto: str = "full") -> None:
     """Set ``meta["prompt_targets"]`` of each synthetic sample: one row per ``[SEG]``, the description of its object
     (``meta["seg_objects"]``): the full one, or (``onto="stated"``) that of ``meta["seg_described"]``, what its
-    phrase says of it. NaN (unsupervised) for a group of objects, a [SEG] without a phrase, or one whose kind
+    phrase says of it, or (``onto="coloured"``) that when it names the colour and the full one when it does not.
+    NaN (unsupervised) for a group of objects, a [SEG] without a phrase (unless ``onto="full"``), or one whose kind
     (``meta["seg_kinds"]``) is not in ``kinds``. Samples without ``seg_objects`` are left alone."""
+    def described(said):
+        if said is None:
+            return ()
+        if onto == "coloured" and "colour" not in said:
+            return ATTRIBUTES
+        return tuple(a for a in ATTRIBUTES if a in said)
+
     for s in samples:
         objects = s.meta.get("seg_objects")
         if objects is None:
             continue
-        keep = ([ATTRIBUTES] * len(objects) if onto == "full" else
-                [tuple(a for a in ATTRIBUTES if a in (said or {})) for said in s.meta["seg_described"]])
+        keep = ([ATTRIBUTES] * len(objects) if onto == "full" else [described(said) for said in s.meta["seg_described"]])
         rows = np.full((len(objects), prompts.colour.embedding_dim), np.nan, np.float32)
         known = [i for i, (o, k) in enumerate(zip(objects, s.meta["seg_kinds"])) if o is not None and k in kinds
                  and keep[i]]
