@@ -100,24 +100,36 @@ def test_stated_targets_describe_what_the_phrase_says():
         PromptPretrainConfig(distill_onto="partial").validate()
 
 
-def test_coloured_targets_are_full_unless_the_phrase_names_the_colour():
+@pytest.mark.parametrize("onto", ["coloured", "coloured_attributes"])
+def test_coloured_targets_are_full_unless_the_phrase_names_the_colour(onto):
     data = SyntheticDataset(12, seed=4, config=WorldConfig(num_frames=4, height=64, width=64), p_gcg=0.3,
                             exprs_per_sample=3, answers="phrase")
     samples = [data[i] for i in range(12)]
     prompts = AttributePrompts(8)
-    attach_prompt_targets(prompts, samples, onto="coloured")
-    seen = {"coloured": 0, "filled in": 0}
+    attach_prompt_targets(prompts, samples, onto=onto)
+    seen = {"coloured": 0, "filled in": 0, "stated": 0}
     for s in samples:
-        for obj, said, row in zip(s.meta["seg_objects"], s.meta["seg_described"], s.meta["prompt_targets"]):
+        for obj, said, kind, row in zip(s.meta["seg_objects"], s.meta["seg_described"], s.meta["seg_kinds"],
+                                        s.meta["prompt_targets"]):
             if said is None:
                 assert np.isnan(row).all()
                 continue
             stated = tuple(a for a in ("colour", "category", "size") if a in said)
-            keys = stated if "colour" in said else ("colour", "category", "size")
-            seen["coloured" if "colour" in said else "filled in"] += 1
+            if "colour" in said:
+                keys, case = stated, "coloured"
+            elif onto == "coloured" or kind == "attribute":
+                keys, case = ("colour", "category", "size"), "filled in"
+            else:  # coloured_attributes: motion and caption [SEG]s keep what they state
+                keys, case = stated, "stated"
+            if not keys:
+                assert np.isnan(row).all()
+                continue
+            seen[case] += 1
             np.testing.assert_allclose(row, prompts([obj], [keys])[0].detach().numpy(), rtol=1e-6)
-    # both happen: "the red object" keeps its colour-only target, "the car moving left" gets the whole description
-    assert all(seen.values()), seen
+    # both happen: "the red object" keeps its colour-only target, "the large car" gets the whole description; with
+    # coloured_attributes "the car moving left" keeps its category-only target
+    assert seen["coloured"] and seen["filled in"], seen
+    assert bool(seen["stated"]) == (onto == "coloured_attributes"), seen
 
 
 def test_targets_are_the_descriptions_and_batch_in_seg_order(model):

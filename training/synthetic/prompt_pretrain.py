@@ -68,7 +68,8 @@ class PromptPretrainConfig:
     # phrase states when they single the object out ("the red object": colour), else the full description (e.g.
     # "the car moving left" beside another car), for a stage 0 trained on partial descriptions; "coloured" the
     # stated ones when they include the colour, else the full description: a stage 0 that leans on colours segments
-    # from a description without one worst (category alone), so the L->V readout supplies the colour it sees
+    # from a description without one worst (category alone), so the L->V readout supplies the colour it sees;
+    # "coloured_attributes" as "coloured" for attribute expressions and as "stated" for the rest (motion, captions)
     distill_onto: str = "full"
     # Later stages: weight of this stage's own loss on one training clip per micro-batch (its descriptions frozen),
     # added to each step, so SAM2 keeps following descriptions while it adapts to the LLM's prompts. 0: off.
@@ -110,7 +111,7 @@ class PromptPretrainConfig:
 
 
 SEG_KINDS = ("gcg", "attribute", "motion")
-DISTILL_ONTO = ("full", "stated", "coloured")
+DISTILL_ONTO = ("full", "stated", "coloured", "coloured_attributes")
 
 
 class AttributePrompts(nn.Module):
@@ -145,13 +146,15 @@ def attach_prompt_targets(prompts: AttributePrompts, samples, kinds: Sequence[st
                           onto: str = "full") -> None:
     """Set ``meta["prompt_targets"]`` of each synthetic sample: one row per ``[SEG]``, the description of its object
     (``meta["seg_objects"]``): the full one, or (``onto="stated"``) that of ``meta["seg_described"]``, what its
-    phrase says of it, or (``onto="coloured"``) that when it names the colour and the full one when it does not.
+    phrase says of it, or (``onto="coloured"``) that when it names the colour and the full one when it does not
+    (``onto="coloured_attributes"``: so for attribute expressions, "stated" for the other kinds).
     NaN (unsupervised) for a group of objects, a [SEG] without a phrase (unless ``onto="full"``), or one whose kind
     (``meta["seg_kinds"]``) is not in ``kinds``. Samples without ``seg_objects`` are left alone."""
-    def described(said):
+    def described(said, kind):
         if said is None:
             return ()
-        if onto == "coloured" and "colour" not in said:
+        coloured = onto == "coloured" or (onto == "coloured_attributes" and kind == "attribute")
+        if coloured and "colour" not in said:
             return ATTRIBUTES
         return tuple(a for a in ATTRIBUTES if a in said)
 
@@ -159,7 +162,8 @@ def attach_prompt_targets(prompts: AttributePrompts, samples, kinds: Sequence[st
         objects = s.meta.get("seg_objects")
         if objects is None:
             continue
-        keep = ([ATTRIBUTES] * len(objects) if onto == "full" else [described(said) for said in s.meta["seg_described"]])
+        keep = ([ATTRIBUTES] * len(objects) if onto == "full"
+                else [described(said, kind) for said, kind in zip(s.meta["seg_described"], s.meta["seg_kinds"])])
         rows = np.full((len(objects), prompts.colour.embedding_dim), np.nan, np.float32)
         known = [i for i, (o, k) in enumerate(zip(objects, s.meta["seg_kinds"])) if o is not None and k in kinds
                  and keep[i]]
