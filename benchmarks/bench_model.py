@@ -23,7 +23,7 @@ from vglamm.io.video import load_video, write_video
 from vglamm.modeling.configuration import AdapterConfig
 from vglamm.modeling import VideoGLaMM, VideoGLaMMConfig
 from vglamm.modeling.generation import generate, position_ids_from_mask
-from vglamm.modeling.language_model import train_tiny_tokenizer
+from vglamm.modeling.language_model import add_seg_token, train_tiny_tokenizer
 
 
 def _sync(device: torch.device) -> None:
@@ -68,14 +68,20 @@ def build(preset: str, device: torch.device) -> VideoGLaMM:
                                          num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
                                          max_position_embeddings=4096, sliding_window=2047)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    tokenizer = train_tiny_tokenizer()
+    add_seg_token(tokenizer)
     with torch.device(device):
-        model = VideoGLaMM.from_config(cfg, tokenizer=train_tiny_tokenizer(), torch_dtype=dtype)
-    return model.eval()
+        model = VideoGLaMM.from_config(cfg, tokenizer=tokenizer, torch_dtype=dtype)
+    return model.to(device).eval()
 
 
 def run(preset: str, device: torch.device, frames: int, size: tuple[int, int], new_tokens: int) -> list[tuple]:
     rows: list[tuple] = []
     model = build(preset, device)
+    if device.type == "cuda":  # what the weights take, then the peak over everything below
+        torch.cuda.synchronize()
+        rows.append(("GPU memory: weights", torch.cuda.memory_allocated(device) / 2**30, "GiB"))
+        torch.cuda.reset_peak_memory_stats(device)
     rng = np.random.default_rng(0)
     clip = rng.integers(0, 255, (frames, *size, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,6 +129,8 @@ def run(preset: str, device: torch.device, frames: int, size: tuple[int, int], n
 
         t_chat, ans = timed(lambda: model.chat(path, "Describe the video.", max_new_tokens=new_tokens), device, 1)
         rows.append(("chat end-to-end (path in)", t_chat, f"{len(ans.objects)} objects (random weights)"))
+    if device.type == "cuda":
+        rows.append(("GPU memory: peak", torch.cuda.max_memory_allocated(device) / 2**30, "GiB (over every stage above)"))
     speed = (t_uncached / t_cached, t_reference / t_cached)
     return rows, speed
 
@@ -146,8 +154,11 @@ def main() -> None:
         rows, (vs_recompute, vs_reference) = run(preset, device, args.frames, (args.height, args.width), args.new_tokens)
         print(f"\n== VideoGLaMM {preset} on {device} ({torch.get_num_threads()} CPU threads) ==")
         print(f"{'stage':36s} {'time':>12s}  notes")
-        for name, seconds, note in rows:
-            print(f"{name:36s} {seconds * 1000:10.1f}ms  {note}")
+        for name, value, note in rows:
+            if note.startswith("GiB"):
+                print(f"{name:36s} {value:10.2f} {note}")
+            else:
+                print(f"{name:36s} {value * 1000:10.1f}ms  {note}")
         print(f"speed-up of KV-cached generation: {vs_recompute:.1f}x vs recompute, "
               f"{vs_reference:.1f}x vs reference-style (re-encode video per token)")
 

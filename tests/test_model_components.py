@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vglamm.errors import ConfigError, DataFormatError
-from vglamm.modeling import VideoGLaMMConfig
+from vglamm.modeling import VideoGLaMM, VideoGLaMMConfig
 from vglamm.modeling.adapters import SegAdapter, VisionAdapter
 from vglamm.modeling.configuration import IGNORE_INDEX, VIDEO_PLACEHOLDER_ID
 from vglamm.modeling.image_encoder import CLIPImageEncoder, clip_preprocess
@@ -192,3 +192,16 @@ def test_losses():
     assert next_token_loss(logits, labels) == 0
     labels[0, 2] = 3
     assert torch.isclose(next_token_loss(logits, labels), torch.nn.functional.cross_entropy(logits[0, 1:2], labels[0, 2:3]))
+
+
+def test_a_model_built_under_a_device_context_has_every_tensor_there():
+    """from_pretrained builds its skeleton inside ``torch.device(device)``: a weight made outside that context (from
+    numpy, say) would stay on the CPU and break CUDA inference. The meta device shows it without a GPU."""
+    from vglamm.modeling.modeling_videoglamm import DEFAULT_MODEL, resolve_model_path
+
+    cfg = VideoGLaMMConfig.from_json_file(resolve_model_path(DEFAULT_MODEL) / "config.json")
+    tokenizer = build_tokenizer(cfg.language_model)
+    with torch.device("meta"):
+        model = VideoGLaMM.from_config(cfg, tokenizer=tokenizer)
+    elsewhere = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type != "meta"]
+    assert not elsewhere, elsewhere

@@ -539,6 +539,7 @@ class VideoGLaMM(nn.Module):
         # before loading so its weights arrive at full precision.
         with torch.device(device), _default_dtype(torch_dtype):
             model = cls.from_config(cfg, load_components=False, tokenizer=tokenizer)
+        model.to(device)  # a component that makes a tensor outside the device context (from numpy, say) joins it here
         if torch_dtype is not None:
             model.to_dtype(torch_dtype)
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))

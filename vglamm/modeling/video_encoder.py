@@ -208,7 +208,8 @@ def sincos_3d_pos_embed(dim: int, grid: int, frames: int) -> torch.Tensor:
     table = np.concatenate(
         [np.repeat(temporal[:, None], grid * grid, axis=1), np.repeat(spatial[None], frames, axis=0)], axis=-1
     ).reshape(frames * grid * grid, dim)
-    return torch.from_numpy(np.concatenate([np.zeros((1, dim)), table])).float()
+    # torch.tensor (not from_numpy) so the table is made on the default device, like every other weight
+    return torch.tensor(np.concatenate([np.zeros((1, dim)), table]), dtype=torch.float32)
 
 
 class InternVideo2Encoder(nn.Module):
