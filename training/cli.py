@@ -37,6 +37,10 @@ def run_train(args) -> int:
         overrides.append(f"out_dir={args.out}")
     cfg = load_recipe(args.recipe, overrides)
     train(cfg, resume=args.resume)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # leave the launcher's group cleanly before the process exits
+        dist.destroy_process_group()
     if int(os.environ.get("RANK", 0)) == 0:  # once, not once per process
         print(f"done: checkpoints and log.csv in {cfg.out_dir}"
               + (f"; model exported to {cfg.export_dir}" if cfg.export_dir else ""))

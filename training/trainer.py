@@ -481,6 +481,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     # 6. Export a `from_pretrained` directory with LoRA merged.
     if cfg.export_dir and rank == 0:
         export(model, cfg.export_dir)
+    # Every rank waits for the export: a rank that exits first and fails in its teardown makes torchrun stop the
+    # others, rank 0's export with them (seen once at the end of an hour's polish).
+    _barrier()
     return model
 
 
