@@ -53,6 +53,7 @@ def test_two_processes_train_stage_zero_and_the_stage_data_parallel(tmp_path):
                                 "log_every": 1, "distill_weight": 1.0, "rehearse_weight": 0.5,
                                 "token_probe_weight": 1.0})
     d["optim"]["grad_accum"] = 1
+    d["num_workers"] = 1  # each rank's samples drawn ahead by a data-loader worker of its own
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(d))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}

@@ -109,6 +109,22 @@ def test_resume_after_kill_reaches_the_same_weights(full_run, tmp_path):
     assert steps == [1, 2, 3]  # the log keeps the rows up to the checkpoint and continues from there
 
 
+def test_data_loader_workers_draw_what_the_training_process_would(full_run, tmp_path):
+    """Samples drawn ahead by worker processes train the same weights as samples drawn in the loop, from step 0 and
+    from a checkpoint (the workers start at the resumed step's micro-batch)."""
+    full, reference = full_run
+    want = trainable_state(reference)
+    ahead = train(TrainConfig.from_dict(recipe(tmp_path / "ahead", num_workers=2)), progress=False)
+    resumed = train(TrainConfig.from_dict(recipe(tmp_path / "resumed", num_workers=1)), resume=full / "checkpoint-2",
+                    progress=False)
+    for run in (ahead, resumed):
+        got = trainable_state(run)
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=name)
+    loss = {int(r["step"]): r["loss"] for r in csv.DictReader((full / "log.csv").open())}
+    assert {int(r["step"]): r["loss"] for r in csv.DictReader((tmp_path / "ahead" / "log.csv").open())} == loss
+
+
 def test_export_merges_lora_and_reloads_identically(full_run, tmp_path):
     from vglamm.modeling import VideoGLaMM
 
@@ -173,6 +189,9 @@ def test_recipe_overrides_and_errors(tmp_path):
         bad["stages"][0] = {"name": "s", "mask_frames": frames, "datasets": bad["stages"][0]["datasets"], "steps": 1}
         with pytest.raises(ConfigError, match="mask_frames must be a whole number"):
             TrainConfig.from_dict(bad)
+    for workers in (-1, True):
+        with pytest.raises(ConfigError, match="num_workers must be a whole number"):
+            TrainConfig.from_dict({**recipe(tmp_path), "num_workers": workers})
     with pytest.raises(ConfigError, match="has no `steps`"):
         TrainConfig.from_dict({**recipe(tmp_path), "stages": [{"name": "s", "datasets": []}]})
     with pytest.raises(ConfigError, match="model override"):

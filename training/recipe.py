@@ -71,6 +71,9 @@ class TrainConfig:
     log_every: int = 1
     seed: int = 0
     skip_bad_records: bool = False  # redraw instead of stopping when a record fails to load (counted, logged)
+    # Processes that draw (load, decode, generate) the samples of the next micro-batches while the current one trains;
+    # 0 draws them in the training process. The samples are the same either way (each is a function of its index).
+    num_workers: int = 0
     device: str | None = None  # default: cuda when available
     export_dir: str | None = None  # merged-LoRA `from_pretrained` directory written at the end
     # Stage 0 before `stages` (synthetic world only): SAM2 learns to follow attribute prompts, see
@@ -110,6 +113,9 @@ class TrainConfig:
                                   f"{stage.mask_frames!r}")
         if self.backend not in ("torch", "deepspeed"):
             raise ConfigError(f"backend must be 'torch' or 'deepspeed', not {self.backend!r}")
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ConfigError(f"num_workers must be a whole number >= 0 (0: draw samples in the training process), "
+                              f"not {self.num_workers!r}")
         if not self.readout_weight >= 0:  # also refuses NaN
             raise ConfigError(f"readout_weight must be >= 0, not {self.readout_weight!r}")
         if self.precision not in ("fp32", "bf16"):

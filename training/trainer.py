@@ -94,6 +94,38 @@ def build_stage_data(cfg: TrainConfig, rank: int):
     return stages
 
 
+class MicroBatches(torch.utils.data.Dataset):
+    """Item k: the samples of the run's k-th micro-batch (step k // grad_accum), drawn from its stage's mixture by
+    index alone, so a data-loader worker draws exactly what the training process would."""
+
+    def __init__(self, cfg: TrainConfig, stage_data: list):
+        self.cfg, self.stage_data = cfg, stage_data
+
+    def __len__(self) -> int:
+        return self.cfg.total_steps * self.cfg.optim.grad_accum
+
+    def __getitem__(self, k: int) -> list:
+        o = self.cfg.optim
+        mixture = self.stage_data[self.cfg.stage_index(k // o.grad_accum)]
+        return [mixture[k * o.batch_size + j] for j in range(o.batch_size)]
+
+
+def _as_drawn(samples: list) -> list:
+    return samples  # no collation: the model's processor batches GroundedSamples itself
+
+
+def micro_batches(cfg: TrainConfig, stage_data: list, start: int):
+    """The micro-batches from optimiser step ``start`` on, in order: drawn in this process when the loop asks for
+    them (``num_workers: 0``), or ahead of it by ``cfg.num_workers`` data-loader processes."""
+    data = MicroBatches(cfg, stage_data)
+    todo = range(start * cfg.optim.grad_accum, len(data))
+    if not cfg.num_workers:
+        return (data[k] for k in todo)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=todo, num_workers=cfg.num_workers,
+                                         collate_fn=_as_drawn, generator=torch.Generator().manual_seed(cfg.seed))
+    return iter(loader)
+
+
 def seed_everything(*key: int) -> None:
     """Seed every generator from a key such as (seed, step, rank), so a resumed step replays the same randomness."""
     s = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
@@ -438,17 +470,17 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     # 5. The loop: one optimiser step per iteration, `grad_accum` micro-batches each.
     model.train()
     end = cfg.total_steps
+    batches = micro_batches(cfg, stage_data, start)
     bar = tqdm(range(start, end), initial=start, total=cfg.total_steps, disable=not progress or rank != 0,
                desc="train")
     for step in bar:
         seed_everything(cfg.seed, step, rank)
         stage = cfg.stage_index(step)
-        spec, mixture = cfg.stages[stage], stage_data[stage]
+        spec = cfg.stages[stage]
         t0 = time.perf_counter()
         totals: dict[str, float] = {}
         for micro in range(o.grad_accum):
-            first = (step * o.grad_accum + micro) * o.batch_size
-            samples = [mixture[first + j] for j in range(o.batch_size)]
+            samples = next(batches)
             loss, parts = micro_batch_loss(model, samples, spec, objectives, cfg, step=step, micro=micro, rank=rank,
                                            world=world, device=device, forward=engine, autocast=autocast)
             for k, v in {"loss": loss, **parts}.items():
