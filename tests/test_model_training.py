@@ -46,6 +46,20 @@ def test_forward_shapes_and_losses(model):
     assert [m.shape for m in out_t.mask_logits] == [(2, 4, 32, 32), (2, 3, 32, 32)]
 
 
+def test_the_processor_prepares_pixels_where_it_is_told(model):
+    """Frames are resized and normalised on the given device (a GPU's, in training), the text stays on the CPU."""
+    samples = [moving_boxes(), moving_boxes(t=3)]
+    here, there = model.processor(samples), model.processor(samples, device="meta")
+    for key in ("clip_pixels", "video_pixels"):
+        assert there[key].device.type == "meta" and there[key].shape == here[key].shape
+    assert [p.device.type for p in there["sam_pixels"]] == ["meta", "meta"]
+    assert [p.shape for p in there["sam_pixels"]] == [p.shape for p in here["sam_pixels"]]
+    assert there["input_ids"].device.type == "cpu" and torch.equal(there["input_ids"], here["input_ids"])
+    on_cpu = model.processor(samples, device="cpu")
+    assert torch.equal(on_cpu["clip_pixels"], here["clip_pixels"]) and torch.equal(on_cpu["video_pixels"],
+                                                                                   here["video_pixels"])
+
+
 def test_encode_video_layout(model):
     batch = model.processor([moving_boxes()])
     visual = model.encode_video(batch["clip_pixels"], batch["video_pixels"])

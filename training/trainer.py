@@ -251,7 +251,7 @@ def micro_batch_loss(model, samples: list, spec, objectives: Objectives, cfg: Tr
         from training.synthetic.prompt_pretrain import attach_prompt_targets
 
         attach_prompt_targets(ob.teacher, samples, ob.stage0.distill_kinds, ob.stage0.distill_onto)
-    batch = model.processor(samples)
+    batch = model.processor(samples, device=device)  # frames resized on the device: the host's biggest cost on a GPU
     if ob.readout:  # where each [SEG]'s object is among the visual tokens, for the readout's attention
         from training.readout_supervision import readout_targets
 

@@ -24,8 +24,8 @@ def clip_preprocess(frames: torch.Tensor, size: int, mean, std) -> torch.Tensor:
     x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp_(0, 255)
     top, left = (nh - size) // 2, (nw - size) // 2
     x = x[..., top:top + size, left:left + size] / 255.0
-    mean_t = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - mean_t) / std_t
 
 

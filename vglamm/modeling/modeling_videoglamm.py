@@ -396,7 +396,7 @@ class VideoGLaMM(nn.Module):
                           do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                           use_cache: bool = True, generator: torch.Generator | None = None):
         """Text generation for resolved videos: returns :class:`~vglamm.modeling.generation.GenerationResult`."""
-        pixels = [self.processor.llm_pixels(v.llm_frames) for v in videos]
+        pixels = [self.processor.llm_pixels(v.llm_frames, self.device) for v in videos]
         clip = torch.stack([c for c, _ in pixels]).to(self.device, self.dtype)
         vid = (torch.stack([v for _, v in pixels]).to(self.device, self.dtype) if self.cfg.use_video_encoder
                else None)
