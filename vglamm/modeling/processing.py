@@ -169,7 +169,7 @@ class VideoGLaMMProcessor:
     def llm_pixels(self, frames: np.ndarray | torch.Tensor,
                    device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """uint8 (T,H,W,3) → (clip (N,3,S,S), video (N,3,s,s) or None without a video encoder) for the
-        ``cfg.num_frames`` LLM frames, resized and normalised on ``device`` (default: where ``frames`` are)."""
+        ``cfg.num_frames`` LLM frames, resized and normalised on ``device`` (default: the CPU)."""
         frames = torch.as_tensor(np.asarray(frames))
         idx = torch.as_tensor(llm_frame_indices(len(frames), self.cfg.num_frames))
         picked = frames[idx].to(device)  # only the uint8 frames used cross to the device
