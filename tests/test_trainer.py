@@ -192,6 +192,9 @@ def test_recipe_overrides_and_errors(tmp_path):
     for workers in (-1, True):
         with pytest.raises(ConfigError, match="num_workers must be a whole number"):
             TrainConfig.from_dict({**recipe(tmp_path), "num_workers": workers})
+    with pytest.raises(ConfigError, match="num_workers must be .*got 1.5"):  # not truncated to 1
+        TrainConfig.from_dict({**recipe(tmp_path), "num_workers": 1.5})
+    assert TrainConfig.from_dict({**recipe(tmp_path), "save_every": 2.0}).save_every == 2  # YAML's 2.0 is still 2
     with pytest.raises(ConfigError, match="has no `steps`"):
         TrainConfig.from_dict({**recipe(tmp_path), "stages": [{"name": "s", "datasets": []}]})
     with pytest.raises(ConfigError, match="model override"):

@@ -164,6 +164,8 @@ def _typed(cls, d: dict) -> dict:
             if kind == "float" and not isinstance(value, bool):
                 out[key] = float(value)
             elif kind == "int" and not isinstance(value, bool):
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError  # int() would drop the fraction without a word
                 out[key] = int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{cls.__name__}.{key} must be a {kind}, got {value!r}") from None
