@@ -43,16 +43,36 @@ def test_nearest_llm_frames():
     assert (np.abs(llm[near] - frames) <= np.abs(llm[None] - frames[:, None]).min(1)).all()
 
 
-def test_the_location_prompt_needs_the_readout_and_the_video_encoder():
+def test_the_location_prompt_needs_the_readout():
     cfg = VideoGLaMMConfig.tiny()
     cfg.pixel_decoder.location_prompt = True
     with pytest.raises(ConfigError, match="seg_attention_heads"):
         cfg.validate()
+    located_config().validate()
+
+
+def test_without_a_video_encoder_the_maps_come_from_clips_centre_square():
     cfg = located_config()
     cfg.use_video_encoder = False
-    with pytest.raises(ConfigError, match="use_video_encoder"):
-        cfg.validate()
-    located_config().validate()
+    m = VideoGLaMM.from_config(cfg)
+    p, k = cfg.adapters.image_pool, cfg.num_frames
+    attention = torch.zeros(1, k * p * p)
+    attention[0, :p * p] = 1.0 / (p * p)  # frame 0 evenly
+    attention[0, p * p] = 1.0  # frame 1: all on its top-left cell
+    square = m.seg_locations(attention)
+    assert square.shape == (1, k, p, p) and square[0, 1, 0, 0] == p * p - 1 and not square[0, 0].any()
+    wide = m.seg_locations(attention, frame_size=(32, 64))  # CLIP saw columns 16-47 of 64: the middle half
+    g = 4 * p
+    assert wide.shape == (1, k, g, g)
+    inside = torch.zeros(g, g, dtype=torch.bool)
+    inside[:, g // 4: 3 * g // 4] = True
+    assert not wide[0, 1][~inside].any()  # beside the crop: no location
+    top_left = torch.zeros(g, g, dtype=torch.bool)
+    top_left[: g // p, g // 4: g // 4 + g // (2 * p)] = True
+    assert (wide[0, 1][top_left] == p * p - 1).all() and (wide[0, 1][inside & ~top_left] == -1).all()
+    out = m(m.processor([moving_boxes(t=4, h=32, w=48)]), mode="temporal")  # trains end to end without one too
+    out.loss.backward()
+    assert m.pixel_decoder.location_embed.grad is not None
 
 
 def test_seg_locations_are_the_readouts_share_per_cell(model):

@@ -377,3 +377,74 @@ def test_two_prompts_learn_two_different_objects():
     iou = lambda a, b: ((a & b).sum() / (a | b).sum().clamp(min=1)).item()
     assert iou(pred[0], gt[0]) > 0.9 and iou(pred[1], gt[1]) > 0.9
     assert iou(pred[0], gt[1]) < 0.1 and iou(pred[1], gt[0]) < 0.1
+
+
+@pytest.fixture(scope="module")
+def located():
+    """A nano decoder with the location prompt, its vector set (it starts at zero, as training starts it)."""
+    torch.manual_seed(0)
+    dec = SAM2PixelDecoder(dataclasses.replace(PixelDecoderConfig.nano(), location_prompt=True)).eval()
+    with torch.no_grad():
+        dec.location_embed.normal_(generator=torch.Generator().manual_seed(3))
+    return dec
+
+
+def _maps(n, t, seed=4):
+    return torch.randn(n, t, 4, 4, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("mode", ["framewise", "temporal"])
+def test_location_prompt_starts_as_none_and_then_steers_the_masks(located, frames, nano_prompts, mode):
+    with torch.no_grad():
+        feats = located.encode_frames(located.preprocess(frames))
+        plain = located.decode(feats, nano_prompts, mode=mode)
+        steered = located.decode(feats, nano_prompts, mode=mode, locations=_maps(N, T))
+        assert (steered - plain).abs().max() > 1e-2
+        # a map that is zero everywhere is no location, and the vector at its zero start ignores every map
+        torch.testing.assert_close(located.decode(feats, nano_prompts, mode=mode, locations=torch.zeros(N, T, 4, 4)),
+                                   plain)
+        vector = located.location_embed.clone()
+        located.location_embed.zero_()
+        try:
+            torch.testing.assert_close(located.decode(feats, nano_prompts, mode=mode, locations=_maps(N, T)), plain)
+        finally:
+            located.location_embed.copy_(vector)
+
+
+@pytest.mark.parametrize("mode", ["framewise", "temporal"])
+def test_location_maps_follow_their_object_and_frame(located, frames, nano_prompts, mode):
+    """decode_many with maps equals each clip alone; streaming picks each frame's map by location_frames."""
+    clips = [frames, frames[:3], frames[1:4]]
+    with torch.no_grad():
+        feats = [located.encode_frames(located.preprocess(c)) for c in clips]
+        prompts = [nano_prompts, nano_prompts[:2], nano_prompts[1:]]
+        maps = [_maps(len(p), f.num_frames, seed=i) for i, (p, f) in enumerate(zip(prompts, feats))]
+        many = located.decode_many(feats, prompts, mode=mode, locations=maps)
+        for f, p, m, got in zip(feats, prompts, maps, many):
+            torch.testing.assert_close(got, located.decode(f, p, mode=mode, locations=m), atol=1e-4, rtol=1e-4)
+        # 2 maps per object for the 5 frames: frames 0-1 read map 0, frames 2-4 map 1
+        two = _maps(N, 2, seed=9)
+        which = [0, 0, 1, 1, 1]
+        logits = located.decode(feats[0], nano_prompts, mode=mode, locations=two[:, which])
+    expected = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False) > 0
+    streamed = located.predict_video(iter(list(frames)), nano_prompts, (H, W), mode=mode, chunk=2,
+                                     locations=two, location_frames=which)
+    assert torch.equal(streamed, expected)
+
+
+def test_location_prompt_trains_and_bad_maps_are_typed_errors(located, nano, frames, nano_prompts):
+    feats = located.encode_frames(located.preprocess(frames[:3]))
+    maps = _maps(N, 3).requires_grad_(True)
+    located.zero_grad()
+    located.decode(feats, nano_prompts, mode="temporal", locations=maps).sigmoid().mean().backward()
+    assert located.location_embed.grad.abs().sum() > 0 and maps.grad.abs().sum() > 0
+    located.zero_grad()
+    with pytest.raises(MaskError, match="locations must be"):
+        located.decode(feats, nano_prompts, locations=_maps(N, 2))
+    with pytest.raises(ConfigError, match="location_prompt"):  # a decoder trained without them cannot read maps
+        nano.decode(nano.encode_frames(nano.preprocess(frames[:3])), nano_prompts, locations=_maps(N, 3))
+    with pytest.raises(ConfigError, match="location_frames"):
+        located.predict_video(frames, nano_prompts, (H, W), locations=_maps(N, 2))
+    with pytest.raises(ConfigError, match="location_frames"):
+        located.predict_video(frames, nano_prompts, (H, W), locations=_maps(N, 2), location_frames=[0, 1])
+    assert "location_embed" not in dict(nano.named_parameters())

@@ -165,6 +165,8 @@ def subsample_mask_frames(batch: dict, frames: int, rng: np.random.Generator) ->
             for p in batch["sam_pixels"]]
     batch["sam_pixels"] = [p[torch.as_tensor(k)] for p, k in zip(batch["sam_pixels"], keep)]
     batch["target_masks"] = [m[:, torch.as_tensor(k)] for m, k in zip(batch["target_masks"], keep)]
+    if "sam_llm_frames" in batch:
+        batch["sam_llm_frames"] = [f[torch.as_tensor(k)] for f, k in zip(batch["sam_llm_frames"], keep)]
     return batch
 
 
@@ -309,7 +311,15 @@ def prompt_pretrain_stage(cfg: TrainConfig, model, out_dir: Path, rank: int, res
     device = next(decoder.parameters()).device
     prompts = AttributePrompts(decoder.cfg.prompt_dim).to(device)
     if path.exists():
-        decoder.load_state_dict(load_file(str(path), device=str(device)))
+        # Stage 0 never trains the location prompt (it has no readout), so a stage-0 file from a decoder without
+        # one is the same start, with the vector at its zero.
+        missing, unexpected = decoder.load_state_dict(load_file(str(path), device=str(device)), strict=False)
+        if unexpected or set(missing) - {"location_embed"}:
+            raise MissingWeightsError(f"{path} does not match this recipe's SAM2: missing {sorted(missing)[:3]}, "
+                                      f"unexpected {sorted(unexpected)[:3]}")
+        if missing:
+            with torch.no_grad():
+                decoder.location_embed.zero_()
         kept = path.parent / ATTRIBUTE_PROMPTS_FILE
         if not kept.exists():
             return None

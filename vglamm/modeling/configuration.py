@@ -209,6 +209,9 @@ class VideoGLaMMConfig:
         if self.adapters.seg_dim != self.pixel_decoder.prompt_dim:
             raise ConfigError(f"adapters.seg_dim={self.adapters.seg_dim} must equal pixel_decoder.prompt_dim "
                               f"({self.pixel_decoder.prompt_dim})")
+        if self.pixel_decoder.location_prompt and not self.adapters.seg_attention_heads:
+            raise ConfigError("pixel_decoder.location_prompt prompts SAM2 with where the L->V adapter's visual "
+                              "readout looked: it needs adapters.seg_attention_heads > 0")
 
     def trainable_groups(self) -> tuple[str, ...]:
         """The parameter groups that train, resolved from ``trainable``."""

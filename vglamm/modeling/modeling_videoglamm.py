@@ -11,6 +11,7 @@ import contextlib
 import copy
 import dataclasses
 import importlib.util
+import itertools
 import os
 import shutil
 import tempfile
@@ -31,8 +32,8 @@ from vglamm.modeling.image_encoder import CLIPImageEncoder
 from vglamm.modeling.language_model import END_OF_TURN, LanguageModel, build_tokenizer
 from vglamm.modeling.losses import mask_losses, next_token_loss, prompt_regression_loss, readout_attention_loss
 from vglamm.modeling.pixel_decoder import SAM2PixelDecoder
-from vglamm.modeling.processing import (VideoGLaMMProcessor, clean_answer, gcg_prompt, phrase_token_weights,
-                                        referring_prompt, seg_phrases)
+from vglamm.modeling.processing import (VideoGLaMMProcessor, clean_answer, gcg_prompt, llm_frame_indices,
+                                        nearest_llm_frames, phrase_token_weights, referring_prompt, seg_phrases)
 from vglamm.modeling.video_encoder import InternVideo2Encoder, load_internvideo2_checkpoint
 
 WEIGHTS_NAME = "model.safetensors"
@@ -186,8 +187,9 @@ class VideoGLaMM(nn.Module):
             return lm.embed_tokens.parameters()
         if group == "lm_head":
             return lm.lm_head.parameters()
-        if group == "mask_decoder":
-            return self.pixel_decoder.sam.sam_mask_decoder.parameters()
+        if group == "mask_decoder":  # with the location prompt's vector: it is new, and read by the mask decoder
+            extra = [self.pixel_decoder.location_embed] if self.cfg.pixel_decoder.location_prompt else []
+            return itertools.chain(self.pixel_decoder.sam.sam_mask_decoder.parameters(), extra)
         modules = {"image_encoder": self.image_encoder, "video_encoder": self.video_encoder,
                    "image_adapter": self.image_adapter, "video_adapter": self.video_adapter,
                    "seg_adapter": self.seg_adapter, "pixel_decoder": self.pixel_decoder}
@@ -309,9 +311,9 @@ class VideoGLaMM(nn.Module):
         readout_targets = batch.get("readout_targets")
         seg_inputs = (hidden[seg_mask], visual, seg_mask.nonzero()[:, 0],
                       self._phrase_embeddings(ids, seg_mask, embeds))
-        if readout_targets is None:
+        if readout_targets is None and not cfg.pixel_decoder.location_prompt:
             flat_prompts, attention = self.seg_adapter(*seg_inputs), None
-        else:  # the readout's attention too, for its loss
+        else:  # the readout's attention too, for its loss or as SAM2's location prompt
             flat_prompts, attention = self.seg_adapter(*seg_inputs, with_attention=True)
         prompts = flat_prompts.split(per_row)
         prompt_loss = readout_loss = None
@@ -322,9 +324,18 @@ class VideoGLaMM(nn.Module):
         # 4. Masks: SAM2 features once per sample, every object of the batch decoded against its own sample's
         mask_logits, targets = [], []
         rows = [i for i, n in enumerate(per_row) if n and decode_masks]
+        locations = None
+        if cfg.pixel_decoder.location_prompt:  # each SAM2 frame gets the map of the LLM frame closest to it
+            sizes = batch.get("frame_sizes") or [None] * len(per_row)
+            maps = [self.seg_locations(a, size) for a, size in zip(attention.split(per_row), sizes)]
+            near = batch.get("sam_llm_frames") or [
+                torch.as_tensor(nearest_llm_frames(np.arange(len(p)), llm_frame_indices(len(p), cfg.num_frames)))
+                for p in batch["sam_pixels"]]
+            locations = [maps[i][:, near[i].to(maps[i].device)] for i in rows]
         with self._sam_autocast():
             features = [self.pixel_decoder.encode_frames(batch["sam_pixels"][i].to(self.device)) for i in rows]
-            decoded = self.pixel_decoder.decode_many(features, [prompts[i] for i in rows], mode=mode)
+            decoded = self.pixel_decoder.decode_many(features, [prompts[i] for i in rows], mode=mode,
+                                                     locations=locations)
         for i, lg in zip(rows, decoded):
             target = batch["target_masks"][i].to(self.device)
             if lg.shape[-2:] != target.shape[-2:]:
@@ -337,6 +348,29 @@ class VideoGLaMM(nn.Module):
         return VideoGLaMMOutput(loss=loss, ce_loss=ce.detach(), bce_loss=bce.detach(), dice_loss=dice.detach(),
                                 logits=logits, mask_logits=mask_logits, prompt_loss=prompt_loss, visual_tokens=visual,
                                 seg_prompts=flat_prompts, readout_loss=readout_loss, seg_attention=attention)
+
+    def seg_locations(self, attention: torch.Tensor, frame_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """The readout's attention (N,V) -> where it looked on each LLM frame, (N,num_frames,h,w) on the frame as
+        SAM2 sees it (stretched to a square): each token cell's share of the frame's attention, times the cells,
+        minus one (0 everywhere: looked evenly, or no cell there). Read from the video encoder's cells, which see
+        the same stretched frame; without a video encoder from CLIP's, which see the frame's centre square
+        (``frame_size`` (H,W); None: square), placed on a grid 4x finer with zeros beside it."""
+        cfg = self.cfg
+        video = cfg.use_video_encoder
+        p, k = (cfg.adapters.video_pool if video else cfg.adapters.image_pool), cfg.num_frames
+        cells = attention[:, -k * p * p:] if video else attention[:, :k * p * p]
+        cells = cells.reshape(len(attention), k, p * p).float()
+        share = cells / cells.sum(-1, keepdim=True).clamp_min(1e-12)
+        maps = (share * (p * p) - 1).reshape(len(attention), k, p, p)
+        if video or frame_size is None or frame_size[0] == frame_size[1]:
+            return maps
+        grid, (h, w) = 4 * p, frame_size
+        rows, cols = max(1, round(grid * min(h, w) / h)), max(1, round(grid * min(h, w) / w))
+        inner = nn.functional.interpolate(maps.flatten(0, 1)[:, None], size=(rows, cols), mode="nearest")[:, 0]
+        out = maps.new_zeros(len(inner), grid, grid)
+        top, left = (grid - rows) // 2, (grid - cols) // 2
+        out[:, top:top + rows, left:left + cols] = inner
+        return out.reshape(len(attention), k, grid, grid)
 
     def _phrase_embeddings(self, ids: torch.Tensor, predicting: torch.Tensor, embeds: torch.Tensor):
         """(N, D) mean input embedding of each [SEG]'s phrase tokens, for the L->V adapter's visual readout (None
@@ -456,9 +490,14 @@ class VideoGLaMM(nn.Module):
             predicting = torch.zeros_like(ids, dtype=torch.bool)
             predicting[0, :-1] = ids[0, 1:] == self.seg_token_id
             phrase = self._phrase_embeddings(ids, predicting, self.language_model.embed(ids))
-        prompts = self.seg_adapter(torch.stack(states), visual, phrase=phrase)
+        prompts, attention = self.seg_adapter(torch.stack(states), visual, phrase=phrase, with_attention=True)
+        where = {}
+        if self.cfg.pixel_decoder.location_prompt:
+            where = {"locations": self.seg_locations(attention, video.size),
+                     "location_frames": nearest_llm_frames(video.frame_indices, video.llm_indices)}
         with self._sam_autocast():
-            masks = self.pixel_decoder.predict_video(video.sam_stream(), prompts, out_size=video.size, mode=mode)
+            masks = self.pixel_decoder.predict_video(video.sam_stream(), prompts, out_size=video.size, mode=mode,
+                                                     **where)
         phrases = seg_phrases(raw)
         phrases += [""] * (len(states) - len(phrases))
         answer.objects = [GroundedObject(phrase=ph, masks=m.numpy()) for ph, m in zip(phrases, masks)]

@@ -61,6 +61,10 @@ class PixelDecoderConfig:
     max_hole_area / max_sprinkle_area: SAM2's mask clean-up (its predictors' settings of these names), in pixels of
         the low-res logits: background holes and foreground specks up to this area are flipped before the masks
         are upsampled. Inference only (``predict_video``); 0 = off, as in the paper's setup.
+    location_prompt: also prompt SAM2 with where each object is thought to be (not in the paper): a map per object
+        and frame (``locations`` of ``decode`` / ``predict_video``; the model passes where its L->V readout looked),
+        upsampled onto SAM2's grid and added to its dense (no-mask) prompt through a learnt vector that starts at
+        zero, so a decoder with it starts as one without. Decoding without maps is decoding with this off.
     """
 
     sam2_config: str = "configs/sam2/sam2_hiera_l.yaml"
@@ -72,6 +76,7 @@ class PixelDecoderConfig:
     hydra_overrides: list[str] = field(default_factory=list)
     max_hole_area: int = 0
     max_sprinkle_area: int = 0
+    location_prompt: bool = False
 
     @classmethod
     def tiny(cls) -> "PixelDecoderConfig":
@@ -371,6 +376,8 @@ class SAM2PixelDecoder(nn.Module):
             raise ConfigError(f"SAM2 hidden_dim {self.sam.hidden_dim} != prompt_dim {cfg.prompt_dim}")
         if cfg.ckpt_path:
             load_sam2_checkpoint(self.sam, cfg.ckpt_path)
+        if cfg.location_prompt:
+            self.location_embed = nn.Parameter(torch.zeros(cfg.prompt_dim))
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -408,30 +415,37 @@ class SAM2PixelDecoder(nn.Module):
         return FrameFeatures(image_embed=levels[-1], high_res=list(levels[:-1]), pos_embed=pos)
 
     # ------------------------------------------------------------------ features + prompts -> logits
-    def decode(self, features: FrameFeatures, prompts: torch.Tensor, mode: str = "framewise") -> torch.Tensor:
-        """Differentiable decode. prompts (N,prompt_dim) -> low-res logits (N,T,S/4,S/4), not thresholded."""
+    def decode(self, features: FrameFeatures, prompts: torch.Tensor, mode: str = "framewise",
+               locations: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable decode. prompts (N,prompt_dim) -> low-res logits (N,T,S/4,S/4), not thresholded.
+        ``locations`` (N,T,h,w): where each object is thought to be on each frame (``cfg.location_prompt``)."""
         prompts = self._check_prompts(prompts)
+        locations = self._check_locations(locations, len(prompts), features.num_frames)
         if mode not in ("framewise", "temporal"):
             raise ConfigError(f"mode must be 'framewise' or 'temporal', got {mode!r}")
         if len(prompts) == 0:
             return prompts.new_zeros(0, features.num_frames, self.low_res_size, self.low_res_size)
         if mode == "framewise":
-            return self._decode_framewise(features, prompts)
+            return self._decode_framewise(features, prompts, locations)
         state = self._new_temporal_state()
-        outs = [self._temporal_step(state, features.frame(t), prompts, t) for t in range(features.num_frames)]
+        outs = [self._temporal_step(state, features.frame(t), prompts, t, None if locations is None else locations[:, t])
+                for t in range(features.num_frames)]
         return torch.stack(outs, dim=1)
 
     def decode_many(self, features: Sequence[FrameFeatures], prompts: Sequence[torch.Tensor],
-                    mode: str = "framewise") -> list[torch.Tensor]:
-        """``decode`` of several clips, each with its own objects -> one (N_i,T_i,S/4,S/4) per clip, equal to
-        decoding each alone. In temporal mode the objects of clips of the same length propagate as one batch (each
-        object reading its own clip's features), so a training batch pays SAM2's per-frame steps once, not once
-        per clip."""
-        if len(features) != len(prompts):
-            raise ConfigError(f"got {len(features)} clips' features but {len(prompts)} prompt sets")
+                    mode: str = "framewise", locations: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """``decode`` of several clips, each with its own objects (and ``locations``, one (N_i,T_i,h,w) per clip)
+        -> one (N_i,T_i,S/4,S/4) per clip, equal to decoding each alone. In temporal mode the objects of clips of
+        the same length propagate as one batch (each object reading its own clip's features), so a training batch
+        pays SAM2's per-frame steps once, not once per clip."""
+        if len(features) != len(prompts) or (locations is not None and len(locations) != len(prompts)):
+            raise ConfigError(f"got {len(features)} clips' features, {len(prompts)} prompt sets and "
+                              f"{'no' if locations is None else len(locations)} location sets")
         prompts = [self._check_prompts(p) for p in prompts]
-        out = [self.decode(f, p, mode=mode) if mode != "temporal" or not len(p) else None
-               for f, p in zip(features, prompts)]
+        locations = ([None] * len(prompts) if locations is None else
+                     [self._check_locations(m, len(p), f.num_frames) for m, p, f in zip(locations, prompts, features)])
+        out = [self.decode(f, p, mode=mode, locations=m) if mode != "temporal" or not len(p) else None
+               for f, p, m in zip(features, prompts, locations)]
         by_length: dict[int, list[int]] = {}
         for i, f in enumerate(features):
             if out[i] is None:
@@ -442,9 +456,13 @@ class SAM2PixelDecoder(nn.Module):
             def per_object(t: int) -> FrameFeatures:  # frame t of every object's own clip
                 return FrameFeatures.cat([FrameFeatures.expand(features[i].frame(t), n) for i, n in zip(clips, counts)])
 
+            def where(t: int) -> torch.Tensor | None:
+                return None if locations[clips[0]] is None else torch.cat([locations[i][:, t] for i in clips])
+
             state = self._new_temporal_state()
             batch = torch.cat([prompts[i] for i in clips])
-            logits = torch.stack([self._temporal_step(state, per_object(t), batch, t) for t in range(length)], dim=1)
+            logits = torch.stack([self._temporal_step(state, per_object(t), batch, t, where(t)) for t in range(length)],
+                                 dim=1)
             for i, part in zip(clips, logits.split(counts)):
                 out[i] = part
         return out
@@ -453,6 +471,16 @@ class SAM2PixelDecoder(nn.Module):
         if prompts.ndim != 2 or prompts.shape[1] != self.cfg.prompt_dim:
             raise MaskError(f"prompts must be (N,{self.cfg.prompt_dim}), got {tuple(prompts.shape)}")
         return prompts.to(dtype=self.sam.no_mem_embed.dtype)
+
+    def _check_locations(self, locations: torch.Tensor | None, n: int, t: int) -> torch.Tensor | None:
+        if locations is None:
+            return None
+        if not self.cfg.location_prompt:
+            raise ConfigError("locations were given to a pixel decoder built without them: set "
+                              "pixel_decoder.location_prompt=true (and train it) to prompt SAM2 with locations")
+        if locations.ndim != 4 or tuple(locations.shape[:2]) != (n, t):
+            raise MaskError(f"locations must be (N={n},T={t},h,w), got {tuple(locations.shape)}")
+        return locations.to(dtype=self.sam.no_mem_embed.dtype)
 
     def _sparse_tokens(self, prompts: torch.Tensor, with_prompt: bool) -> torch.Tensor:
         """(N,1,C): the prompt token, or SAM2's padding point when a frame is not prompted."""
@@ -464,13 +492,16 @@ class SAM2PixelDecoder(nn.Module):
         sparse, _ = self.sam.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
         return sparse
 
-    def _mask_heads(self, image_embed, high_res, sparse):
-        """SAM2's mask decoder with a given sparse prompt, single-mask output.
+    def _mask_heads(self, image_embed, high_res, sparse, location=None):
+        """SAM2's mask decoder with a given sparse prompt (and a (B,h',w') ``location`` map), single-mask output.
 
         Returns raw low-res logits (B,1,4h,4w), object-score logits (B,1), SAM output token (B,C).
         """
         b, _, h, w = image_embed.shape
         dense = self.sam.sam_prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(b, -1, h, w)
+        if location is not None:  # the map on SAM2's grid, as SAM2 adds a mask prompt: onto the dense embedding
+            grid = F.interpolate(location[:, None], size=(h, w), mode="bilinear", align_corners=False)
+            dense = dense + self.location_embed.reshape(1, -1, 1, 1) * grid
         masks, _iou, tokens, obj_logits = self.sam.sam_mask_decoder(
             image_embeddings=image_embed,
             image_pe=self.sam.sam_prompt_encoder.get_dense_pe(),
@@ -482,7 +513,8 @@ class SAM2PixelDecoder(nn.Module):
         )
         return masks.float(), obj_logits, tokens[:, 0]
 
-    def _decode_framewise(self, features: FrameFeatures, prompts: torch.Tensor) -> torch.Tensor:
+    def _decode_framewise(self, features: FrameFeatures, prompts: torch.Tensor,
+                          locations: torch.Tensor | None = None) -> torch.Tensor:
         n, t = prompts.shape[0], features.num_frames
 
         def per_object(x):  # (T,...) -> (N*T,...): objects share the frame features, never recomputed
@@ -492,14 +524,17 @@ class SAM2PixelDecoder(nn.Module):
         image_embed = per_object(features.image_embed + no_mem)
         high_res = [per_object(x) for x in features.high_res] if self.sam.use_high_res_features_in_sam else None
         sparse = prompts[:, None, None, :].expand(n, t, 1, prompts.shape[1]).reshape(n * t, 1, -1)
-        logits, _, _ = self._mask_heads(image_embed, high_res, sparse)
+        location = None if locations is None else locations.reshape(n * t, *locations.shape[2:])
+        logits, _, _ = self._mask_heads(image_embed, high_res, sparse, location)
         return logits.reshape(n, t, *logits.shape[-2:])
 
     def _new_temporal_state(self) -> _TemporalState:
         return _TemporalState(self.sam.num_maskmem, self.sam.max_obj_ptrs_in_encoder)
 
-    def _temporal_step(self, state: _TemporalState, feats: FrameFeatures, prompts: torch.Tensor, t: int):
-        """Decode frame t (features with T=1) for all N objects and write its memory. -> (N,h',w') logits."""
+    def _temporal_step(self, state: _TemporalState, feats: FrameFeatures, prompts: torch.Tensor, t: int,
+                       location: torch.Tensor | None = None):
+        """Decode frame t (features with T=1) for all N objects (``location`` (N,h,w) maps) and write its memory.
+        -> (N,h',w') logits."""
         sam = self.sam
         n = prompts.shape[0]
         # SAM2's memory code works on flattened (HW, B, C) features; expand the frame across objects.
@@ -518,7 +553,7 @@ class SAM2PixelDecoder(nn.Module):
         )
         high_res = [x.expand(n, *x.shape[1:]) for x in feats.high_res] if sam.use_high_res_features_in_sam else None
         sparse = self._sparse_tokens(prompts, with_prompt=is_cond or self.cfg.prompt_every_frame)
-        low_res, obj_logits, token = self._mask_heads(pix_feat, high_res, sparse)
+        low_res, obj_logits, token = self._mask_heads(pix_feat, high_res, sparse, location)
 
         # Memory is written as SAM2 writes it: mask gated by the object score, pointer blended with no_obj_ptr.
         obj_ptr = sam.obj_ptr_proj(token)
@@ -554,26 +589,40 @@ class SAM2PixelDecoder(nn.Module):
         out_size: tuple[int, int],
         mode: str = "temporal",
         chunk: int = 8,
+        locations: torch.Tensor | None = None,
+        location_frames: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Masks of N objects over a video: (N,T,H,W) bool at ``out_size`` (logits > 0).
 
         frames: a (T,H,W,3) uint8 array/tensor or an iterable of (H,W,3) uint8 frames, streamed: each
         frame is encoded once, ``chunk`` frames at a time, and only the memory SAM2 can still read is kept.
+        locations (N,K,h,w) with location_frames (T,): K maps per object, and which of them belongs to each frame.
         """
         if mode not in ("framewise", "temporal"):
             raise ConfigError(f"mode must be 'framewise' or 'temporal', got {mode!r}")
         if chunk < 1:
             raise ConfigError(f"chunk must be >= 1, got {chunk}")
         prompts = self._check_prompts(prompts.to(self.pixel_mean.device))
+        if locations is not None:
+            if location_frames is None:
+                raise ConfigError("locations need location_frames: which of the K maps belongs to each frame")
+            location_frames = torch.as_tensor(np.asarray(location_frames), dtype=torch.long)
+            locations = self._check_locations(locations.to(self.pixel_mean.device), len(prompts), locations.shape[1])
         out_h, out_w = int(out_size[0]), int(out_size[1])
         state = self._new_temporal_state()
         masks, t = [], 0
         for batch in _chunks(frames, chunk):
             feats = self.encode_frames(self.preprocess(batch))
+            where = None
+            if locations is not None:
+                if t + feats.num_frames > len(location_frames):
+                    raise ConfigError(f"location_frames names {len(location_frames)} frames; the video has more")
+                where = locations[:, location_frames[t:t + feats.num_frames]]
             if mode == "framewise":
-                logits = self._decode_framewise(feats, prompts)
+                logits = self._decode_framewise(feats, prompts, where)
             else:
-                steps = [self._temporal_step(state, feats.frame(i), prompts, t + i) for i in range(feats.num_frames)]
+                steps = [self._temporal_step(state, feats.frame(i), prompts, t + i, None if where is None else where[:, i])
+                         for i in range(feats.num_frames)]
                 logits = torch.stack(steps, dim=1)
             t += feats.num_frames
             logits = remove_small_regions(logits, self.cfg.max_hole_area, self.cfg.max_sprinkle_area)

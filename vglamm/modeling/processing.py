@@ -91,6 +91,12 @@ def llm_frame_indices(num_source: int, num_frames: int) -> np.ndarray:
     return uniform_indices(num_source, num_frames)
 
 
+def nearest_llm_frames(frame_indices, llm_indices) -> np.ndarray:
+    """For each frame (by source index), the position among the LLM's frames (source indices) of the closest one."""
+    frames, llm = np.asarray(frame_indices), np.asarray(llm_indices)
+    return np.abs(frames[:, None] - llm[None, :]).argmin(1)
+
+
 def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(N,T,H,W) bool → (N,T,h,w) float in {0,1} (area-weighted resize, then thresholded at 0.5)."""
     n, t, h, w = masks.shape
@@ -115,7 +121,8 @@ class VideoGLaMMProcessor:
       input_ids (B,L) long (one ``VIDEO_PLACEHOLDER_ID`` per row, right-padded), attention_mask (B,L),
       labels (B,L), clip_pixels (B,N,3,S,S), video_pixels (B,N,3,s,s) (N = cfg.num_frames; None when
       ``cfg.use_video_encoder`` is False),
-      sam_pixels [ (T_i,3,S',S') ], target_masks [ (K_i,T_i,h,w) float ], num_seg (B,), sources [str].
+      sam_pixels [ (T_i,3,S',S') ], target_masks [ (K_i,T_i,h,w) float ], num_seg (B,), sources [str],
+      sam_llm_frames [ (T_i,) ]: the LLM frame closest to each SAM2 frame, frame_sizes [ (H_i, W_i) ].
     """
 
     def __init__(self, tokenizer, cfg: VideoGLaMMConfig):
@@ -193,7 +200,7 @@ class VideoGLaMMProcessor:
         in a fraction of the host's time); the rest stays on the CPU. Default: the CPU."""
         if not samples:
             raise DataFormatError("cannot build a batch from zero samples")
-        rows, clip, video, sam, targets, num_seg, prompt_targets = [], [], [], [], [], [], []
+        rows, clip, video, sam, near, targets, num_seg, prompt_targets = [], [], [], [], [], [], [], []
         max_text = self.cfg.language_model.max_length - self.cfg.visual_tokens_per_video + 1
         for s in samples:
             frames = np.asarray(s.frames)
@@ -218,6 +225,8 @@ class VideoGLaMMProcessor:
             clip.append(c)
             video.append(v)
             sam.append(self.sam_pixels(frames, device))
+            near.append(torch.as_tensor(nearest_llm_frames(np.arange(len(frames)),
+                                                           llm_frame_indices(len(frames), self.cfg.num_frames))))
             targets.append(self.target_masks(masks[:n_seg]))
             num_seg.append(n_seg)
             prompt_targets.append(None if s.meta.get("prompt_targets") is None
@@ -238,6 +247,8 @@ class VideoGLaMMProcessor:
             "clip_pixels": torch.stack(clip),
             "video_pixels": torch.stack(video) if self.cfg.use_video_encoder else None,
             "sam_pixels": sam,
+            "sam_llm_frames": near,
+            "frame_sizes": [tuple(np.asarray(s.frames).shape[1:3]) for s in samples],
             "target_masks": targets,
             "num_seg": torch.tensor(num_seg, dtype=torch.long),
             "sources": [s.source for s in samples],
