@@ -59,10 +59,11 @@ def test_without_a_video_encoder_the_maps_come_from_clips_centre_square():
     attention = torch.zeros(1, k * p * p)
     attention[0, :p * p] = 1.0 / (p * p)  # frame 0 evenly
     attention[0, p * p] = 1.0  # frame 1: all on its top-left cell
-    square = m.seg_locations(attention)
-    assert square.shape == (1, k, p, p) and square[0, 1, 0, 0] == p * p - 1 and not square[0, 0].any()
-    wide = m.seg_locations(attention, frame_size=(32, 64))  # CLIP saw columns 16-47 of 64: the middle half
     g = 4 * p
+    square = m.seg_locations(attention)
+    assert square.shape == (1, k, g, g) and not square[0, 0].any()
+    assert (square[0, 1, : g // p, : g // p] == p * p - 1).all() and (square[0, 1, g // p:] == -1).all()
+    wide = m.seg_locations(attention, frame_size=(32, 64))  # CLIP saw columns 16-47 of 64: the middle half
     assert wide.shape == (1, k, g, g)
     inside = torch.zeros(g, g, dtype=torch.bool)
     inside[:, g // 4: 3 * g // 4] = True
@@ -70,7 +71,8 @@ def test_without_a_video_encoder_the_maps_come_from_clips_centre_square():
     top_left = torch.zeros(g, g, dtype=torch.bool)
     top_left[: g // p, g // 4: g // 4 + g // (2 * p)] = True
     assert (wide[0, 1][top_left] == p * p - 1).all() and (wide[0, 1][inside & ~top_left] == -1).all()
-    out = m(m.processor([moving_boxes(t=4, h=32, w=48)]), mode="temporal")  # trains end to end without one too
+    # trains end to end without one too, square and wide clips propagating in one batch
+    out = m(m.processor([moving_boxes(t=4, h=32, w=48), moving_boxes(t=4)]), mode="temporal")
     out.loss.backward()
     assert m.pixel_decoder.location_embed.grad is not None
 

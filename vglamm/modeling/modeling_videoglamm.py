@@ -362,9 +362,9 @@ class VideoGLaMM(nn.Module):
         cells = cells.reshape(len(attention), k, p * p).float()
         share = cells / cells.sum(-1, keepdim=True).clamp_min(1e-12)
         maps = (share * (p * p) - 1).reshape(len(attention), k, p, p)
-        if video or frame_size is None or frame_size[0] == frame_size[1]:
+        if video:
             return maps
-        grid, (h, w) = 4 * p, frame_size
+        grid, (h, w) = 4 * p, frame_size or (1, 1)  # one grid size for every clip: a batch's maps propagate together
         rows, cols = max(1, round(grid * min(h, w) / h)), max(1, round(grid * min(h, w) / w))
         inner = nn.functional.interpolate(maps.flatten(0, 1)[:, None], size=(rows, cols), mode="nearest")[:, 0]
         out = maps.new_zeros(len(inner), grid, grid)
