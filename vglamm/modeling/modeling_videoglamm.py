@@ -32,7 +32,7 @@ from vglamm.modeling.image_encoder import CLIPImageEncoder
 from vglamm.modeling.language_model import END_OF_TURN, LanguageModel, build_tokenizer
 from vglamm.modeling.losses import mask_losses, next_token_loss, prompt_regression_loss, readout_attention_loss
 from vglamm.modeling.pixel_decoder import SAM2PixelDecoder
-from vglamm.modeling.processing import (VideoGLaMMProcessor, clean_answer, gcg_prompt, llm_frame_indices,
+from vglamm.modeling.processing import (VideoGLaMMProcessor, clean_answer, clip_llm_frames, gcg_prompt,
                                         nearest_llm_frames, phrase_token_weights, referring_prompt, seg_phrases)
 from vglamm.modeling.video_encoder import InternVideo2Encoder, load_internvideo2_checkpoint
 
@@ -328,9 +328,7 @@ class VideoGLaMM(nn.Module):
         if cfg.pixel_decoder.location_prompt:  # each SAM2 frame gets the map of the LLM frame closest to it
             sizes = batch.get("frame_sizes") or [None] * len(per_row)
             maps = [self.seg_locations(a, size) for a, size in zip(attention.split(per_row), sizes)]
-            near = batch.get("sam_llm_frames") or [
-                torch.as_tensor(nearest_llm_frames(np.arange(len(p)), llm_frame_indices(len(p), cfg.num_frames)))
-                for p in batch["sam_pixels"]]
+            near = batch.get("sam_llm_frames") or [clip_llm_frames(len(p), cfg.num_frames) for p in batch["sam_pixels"]]
             locations = [maps[i][:, near[i].to(maps[i].device)] for i in rows]
         with self._sam_autocast():
             features = [self.pixel_decoder.encode_frames(batch["sam_pixels"][i].to(self.device)) for i in rows]
@@ -490,11 +488,13 @@ class VideoGLaMM(nn.Module):
             predicting = torch.zeros_like(ids, dtype=torch.bool)
             predicting[0, :-1] = ids[0, 1:] == self.seg_token_id
             phrase = self._phrase_embeddings(ids, predicting, self.language_model.embed(ids))
-        prompts, attention = self.seg_adapter(torch.stack(states), visual, phrase=phrase, with_attention=True)
         where = {}
-        if self.cfg.pixel_decoder.location_prompt:
+        if self.cfg.pixel_decoder.location_prompt:  # the readout's attention is only needed as SAM2's location prompt
+            prompts, attention = self.seg_adapter(torch.stack(states), visual, phrase=phrase, with_attention=True)
             where = {"locations": self.seg_locations(attention, video.size),
                      "location_frames": nearest_llm_frames(video.frame_indices, video.llm_indices)}
+        else:
+            prompts = self.seg_adapter(torch.stack(states), visual, phrase=phrase)
         with self._sam_autocast():
             masks = self.pixel_decoder.predict_video(video.sam_stream(), prompts, out_size=video.size, mode=mode,
                                                      **where)

@@ -97,6 +97,11 @@ def nearest_llm_frames(frame_indices, llm_indices) -> np.ndarray:
     return np.abs(frames[:, None] - llm[None, :]).argmin(1)
 
 
+def clip_llm_frames(num_source: int, num_frames: int) -> torch.Tensor:
+    """(num_source,) for a clip whose every frame goes to SAM2: the position of the LLM frame closest to each."""
+    return torch.as_tensor(nearest_llm_frames(np.arange(num_source), llm_frame_indices(num_source, num_frames)))
+
+
 def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(N,T,H,W) bool → (N,T,h,w) float in {0,1} (area-weighted resize, then thresholded at 0.5)."""
     n, t, h, w = masks.shape
@@ -225,8 +230,7 @@ class VideoGLaMMProcessor:
             clip.append(c)
             video.append(v)
             sam.append(self.sam_pixels(frames, device))
-            near.append(torch.as_tensor(nearest_llm_frames(np.arange(len(frames)),
-                                                           llm_frame_indices(len(frames), self.cfg.num_frames))))
+            near.append(clip_llm_frames(len(frames), self.cfg.num_frames))
             targets.append(self.target_masks(masks[:n_seg]))
             num_seg.append(n_seg)
             prompt_targets.append(None if s.meta.get("prompt_targets") is None
